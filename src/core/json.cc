@@ -16,6 +16,7 @@ StrictParser::StrictParser(size_t max_bytes, size_t max_depth)
 }
 
 Result<Element> StrictParser::Finish(simdjson::simdjson_result<Element> r) {
+  last_error_ = r.error();
   if (r.error() == simdjson::DEPTH_ERROR) {
     return InvalidArgumentError(fmt::format("JSON nested deeper than {} levels", max_depth_));
   }

@@ -35,12 +35,15 @@ class StrictParser {
   Result<Element> ParsePadded(const std::string& buf);
 
   size_t max_depth() const { return max_depth_; }
+  // The simdjson error of the last failed Parse (SUCCESS after a good one).
+  simdjson::error_code last_error() const { return last_error_; }
 
  private:
   Result<Element> Finish(simdjson::simdjson_result<Element> r);
   simdjson::dom::parser parser_;
   size_t max_bytes_;
   size_t max_depth_;
+  simdjson::error_code last_error_ = simdjson::SUCCESS;
 };
 
 // Ok if no object anywhere below `e` has two members of the same (unescaped) name; otherwise
