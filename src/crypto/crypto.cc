@@ -671,6 +671,14 @@ std::string Sha256(std::string_view data) {
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t len = 0;
+  EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
+            reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, sizeof out, &len);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
 std::string RandomBytes(size_t n) {
   std::string out(n, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {

@@ -129,6 +129,10 @@ SignatureCheck VerifySignature(Algorithm alg, const PublicKey& key, std::string_
 bool EcdsaRawToDer(std::string_view raw, std::string* der);
 Result<std::string> EcdsaDerToRaw(std::string_view der);
 
+// HMAC-SHA-256. No verifier path accepts HMAC: this exists so that tests and the simulator can
+// build the classic "HS256 signed with the public key" confusion attack and show it refused.
+std::string HmacSha256(std::string_view key, std::string_view data);
+
 // SHA-256 of `data` (raw 32 bytes).
 std::string Sha256(std::string_view data);
 
