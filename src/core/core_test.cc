@@ -1,1 +1,93 @@
 #include <gtest/gtest.h>
+
+#include "core/base64url.h"
+#include "core/json.h"
+#include "core/status.h"
+
+namespace kw {
+namespace {
+
+TEST(Base64UrlTest, RoundTripsEveryLength) {
+  std::string bytes;
+  for (int n = 0; n < 70; ++n) {
+    std::string enc = Base64UrlEncode(bytes);
+    EXPECT_EQ(enc.find('='), std::string::npos);
+    auto dec = Base64UrlDecode(enc);
+    ASSERT_TRUE(dec.ok()) << n;
+    EXPECT_EQ(*dec, bytes);
+    bytes.push_back(static_cast<char>(n * 37 + 11));
+  }
+}
+
+TEST(Base64UrlTest, RejectsNonCanonicalInput) {
+  struct Row {
+    std::string in;
+    std::string why;
+  } rows[] = {
+      {"QQ==", "padding"},       {"QQ=", "padding"},        {"Q", "length 1 mod 4"},
+      {"QR", "spare bits"},      {"QUF", "spare bits"},     {"a+b/", "standard alphabet"},
+      {"QU E", "space"},         {"QUE\n", "newline"},      {"QU\tE", "tab"},
+      {"QUE\xc3\xa9", "non-ASCII"}, {std::string("QU\0E", 4), "NUL"},
+  };
+  for (const auto& row : rows) {
+    EXPECT_FALSE(Base64UrlDecode(row.in).ok()) << row.why;
+  }
+  EXPECT_EQ(*Base64UrlDecode("QQ"), "A");
+  EXPECT_EQ(*Base64UrlDecode("QUE"), "AA");
+  EXPECT_NE(Base64UrlDecode("QQ==").status().message().find("padding"), std::string::npos);
+}
+
+TEST(HexTest, Strict) {
+  EXPECT_EQ(*HexDecode("00ff10"), std::string("\x00\xff\x10", 3));
+  EXPECT_FALSE(HexDecode("abc").ok());
+  EXPECT_FALSE(HexDecode("zz").ok());
+  EXPECT_EQ(HexEncode(std::string("\x01\xab", 2)), "01ab");
+}
+
+TEST(JsonTest, StrictParserRejectsDuplicatesAtAnyDepth) {
+  json::StrictParser p;
+  EXPECT_TRUE(p.Parse(R"({"a":1,"b":{"a":2}})").ok());
+  EXPECT_FALSE(p.Parse(R"({"a":1,"a":2})").ok());
+  EXPECT_FALSE(p.Parse(R"({"x":[{"k":1,"k":1}]})").ok());
+  EXPECT_FALSE(p.Parse(R"({"k":1,"\u006b":2})").ok());
+  std::string many = "{";
+  for (int i = 0; i < 40; ++i) many += "\"m" + std::to_string(i) + "\":1,";
+  EXPECT_TRUE(p.Parse(many + "\"end\":1}").ok());
+  EXPECT_FALSE(p.Parse(many + "\"m7\":1}").ok());
+}
+
+TEST(JsonTest, DepthAndSizeLimits) {
+  json::StrictParser p(100, 4);
+  EXPECT_TRUE(p.Parse("[[[1]]]").ok());
+  EXPECT_FALSE(p.Parse("[[[[[1]]]]]").ok());
+  EXPECT_EQ(p.Parse(std::string(200, ' ') + "1").status().code(), StatusCode::kResourceExhausted);
+  EXPECT_FALSE(p.Parse("{\"a\":\"\xff\"}").ok());  // invalid UTF-8
+}
+
+TEST(JsonTest, WriterEscapes) {
+  json::Writer w;
+  w.BeginObject().Key("s").String("a\"b\\c\n\x01").Key("n").Int(-5).Key("arr").BeginArray().Bool(true).Null().EndArray().EndObject();
+  EXPECT_EQ(w.str(), R"({"s":"a\"b\\c\n\u0001","n":-5,"arr":[true,null]})");
+  json::StrictParser p;
+  EXPECT_TRUE(p.Parse(w.str()).ok());
+}
+
+Result<int> Half(int x) {
+  if (x % 2) return InvalidArgumentError("odd");
+  return x / 2;
+}
+Result<int> Quarter(int x) {
+  KW_ASSIGN_OR_RETURN(int h, Half(x));
+  return Half(h);
+}
+
+TEST(StatusTest, MacrosPropagate) {
+  EXPECT_EQ(*Quarter(8), 2);
+  EXPECT_EQ(Quarter(6).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Quarter(6).status().ToString(), "invalid_argument: odd");
+  EXPECT_EQ(Status(StatusCode::kNotFound, "x").WithContext("file f").message(), "file f: x");
+  EXPECT_TRUE(Status::Ok().ok());
+}
+
+}  // namespace
+}  // namespace kw
