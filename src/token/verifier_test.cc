@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "core/file.h"
 #include "token/test_util.h"
 
 namespace kw::token {
@@ -276,6 +277,15 @@ TEST(ReasonTest, CodesAreUniqueAndRoundTrip) {
     EXPECT_TRUE(seen.insert(ReasonCode(r)).second) << ReasonCode(r);
     EXPECT_EQ(ParseReasonCode(ReasonCode(r)), r);
     EXPECT_FALSE(ReasonDescription(r).empty());
+  }
+}
+
+TEST(ReasonTest, EveryCodeIsDocumented) {
+  auto doc = ReadFile(KEYWARD_SOURCE_DIR "/docs/reason-codes.md");
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  for (int i = 0; i < kReasonCount; ++i) {
+    std::string cell = fmt::format("| `{}` |", ReasonCode(static_cast<Reason>(i)));
+    EXPECT_NE(doc->find(cell), std::string::npos) << cell;
   }
 }
 
