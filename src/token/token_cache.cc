@@ -45,8 +45,10 @@ uint64_t SeededHash(std::string_view s, uint64_t seed) {
 VerifiedTokenCache::VerifiedTokenCache(Options options, const Clock* clock) : clock_(clock) {
   size_t shards = 1;
   while (shards < options.shards) shards <<= 1;
+  while (shards > 1 && shards > options.max_entries) shards >>= 1;
   shard_mask_ = shards - 1;
-  per_shard_ = std::max<size_t>(1, (options.max_entries + shards - 1) / shards);
+  // Rounded down, so that the shards together never hold more than max_entries.
+  per_shard_ = std::max<size_t>(1, options.max_entries / shards);
   shards_ = std::make_unique<Shard[]>(shards);
   std::string seed = crypto::RandomBytes(8);
   std::memcpy(&seed_, seed.data(), 8);
