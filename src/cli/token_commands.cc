@@ -33,7 +33,9 @@ Result<std::string> ReadToken(const std::string& arg) {
   if (isatty(0)) return InvalidArgumentError("no token given (pass it as an argument or on stdin)");
   std::string all((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   if (all.size() > (1u << 20)) return InvalidArgumentError("stdin holds more than 1 MiB");
-  return Trim(all);
+  all = Trim(all);
+  if (all.empty()) return InvalidArgumentError("no token given (stdin was empty)");
+  return all;
 }
 
 int Fail(const Status& s) {
@@ -207,9 +209,9 @@ void RegisterTokenCommands(CLI::App& app, int* exit_code) {
   verify->add_option("token", vo->token, "The compact JWS; read from stdin if absent or '-'");
   verify->add_option("--jwks", vo->jwks, "JWKS file (keys bound to their \"issuer\" member or --issuer)");
   verify->add_option("--trust-store", vo->trust_store, "Keyward trust-store JSON file");
-  verify->add_option("--issuer", vo->issuers, "Accepted issuer (repeatable; may contain {tenantid})");
-  verify->add_option("--audience", vo->audiences, "Accepted audience (repeatable)");
-  verify->add_option("--tenant", vo->tenants, "Allowed tenant id (repeatable; default any)");
+  verify->add_option("--issuer", vo->issuers, "Accepted issuer (repeatable; may contain {tenantid})")->allow_extra_args(false);
+  verify->add_option("--audience", vo->audiences, "Accepted audience (repeatable)")->allow_extra_args(false);
+  verify->add_option("--tenant", vo->tenants, "Allowed tenant id (repeatable; default any)")->allow_extra_args(false);
   verify->add_option("--issuer-kind", vo->issuer_kind, "Kind of the --jwks issuer: consumer or enterprise")
       ->check(CLI::IsMember({"consumer", "enterprise"}));
   verify->add_option("--key-tenant", vo->key_tenant, "Tenant of the --jwks keys (exact enterprise issuer)");

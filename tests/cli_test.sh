@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The keyward CLI as a user meets it: exit codes, error messages, files it writes.
+set -uo pipefail
+KW=${1:?usage: cli_test.sh KEYWARD_BINARY}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+check() {  # check NAME EXPECTED_EXIT GREP_PATTERN -- command...
+  local name=$1 want=$2 pattern=$3; shift 4
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then
+    pass=$((pass + 1)); echo "PASS $name"
+  else
+    fail=$((fail + 1)); echo "FAIL $name (exit $rc, want $want; pattern '$pattern')"; echo "$out" | head -5
+  fi
+}
+
+ISS=https://login.keyward.test/t1/v2.0
+"$KW" keys generate --alg ES256 --kid k1 --issuer "$ISS" --out "$tmp/k1.json" > "$tmp/k1.pub.json" 2>/dev/null
+mode=$(stat -c %a "$tmp/k1.json")
+if [ "$mode" = 600 ]; then pass=$((pass + 1)); echo "PASS private key written 0600"; else fail=$((fail + 1)); echo "FAIL private key mode $mode"; fi
+echo "{\"keys\":[$(cat "$tmp/k1.pub.json")]}" > "$tmp/jwks.json"
+TOKEN=$("$KW" token sign --key "$tmp/k1.json" --claims "{\"iss\":\"$ISS\",\"tid\":\"t1\",\"aud\":\"api\",\"sub\":\"alice\"}" --lifetime 600)
+
+check "valid token prints claims" 0 '"sub": "alice"' -- "$KW" token verify --jwks "$tmp/jwks.json" --key-tenant t1 --audience api "$TOKEN"
+check "token from stdin" 0 '"tid": "t1"' -- bash -c "echo '$TOKEN' | '$KW' token verify --jwks '$tmp/jwks.json' --key-tenant t1"
+check "wrong audience" 1 'rejected: audience_mismatch' -- "$KW" token verify --jwks "$tmp/jwks.json" --key-tenant t1 --audience other "$TOKEN"
+check "json output on rejection" 1 '"reason":"audience_mismatch"' -- "$KW" token verify --json --jwks "$tmp/jwks.json" --key-tenant t1 --audience other "$TOKEN"
+sig=${TOKEN##*.}; c=${sig:10:1}; [ "$c" = A ] && r=B || r=A
+TAMPERED="${TOKEN%.*}.${sig:0:10}${r}${sig:11}"
+check "tampered token" 1 'bad_signature' -- "$KW" token verify --jwks "$tmp/jwks.json" --key-tenant t1 "$TAMPERED"
+check "malformed token" 1 'rejected: malformed' -- "$KW" token verify --jwks "$tmp/jwks.json" --key-tenant t1 "not-a-token"
+check "verify as of a later time" 1 'rejected: expired' -- "$KW" token verify --jwks "$tmp/jwks.json" --key-tenant t1 --now 4102444800 "$TOKEN"
+check "missing key file" 2 'cannot open' -- "$KW" token verify --jwks "$tmp/nope.json" "$TOKEN"
+echo '{"keys":[{"kty":"RSA","kid":"x","n":"AQAB","e":"AQAB","alg":"RS256"}]}' > "$tmp/bad.json"
+check "weak key in a JWKS is named" 2 'keys\[0\].*too small' -- "$KW" token verify --jwks "$tmp/bad.json" --issuer "$ISS" "$TOKEN"
+echo '{"keys":[' > "$tmp/broken.json"
+check "broken JSON names the file" 2 'broken.json' -- "$KW" token verify --jwks "$tmp/broken.json" "$TOKEN"
+check "both key sources" 2 'exactly one' -- "$KW" token verify --jwks "$tmp/jwks.json" --trust-store "$tmp/jwks.json" "$TOKEN"
+check "inspect decodes without trust" 0 '"verified": false' -- "$KW" token inspect "$TOKEN"
+check "inspect malformed" 1 'cannot decode: malformed' -- "$KW" token inspect "a.b"
+check "unknown algorithm" 2 "unsupported --alg" -- "$KW" keys generate --alg HS256
+check "sign needs an object" 2 'JSON object' -- "$KW" token sign --key "$tmp/k1.json" --claims '[1]'
+check "demo refuses every forgery" 0 'every outcome as expected' -- "$KW" demo
+check "no subcommand" 2 'subcommand' -- "$KW"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
