@@ -207,7 +207,7 @@ void RegisterTokenCommands(CLI::App& app, int* exit_code) {
       "Verify a token strictly. Exit 0: valid (claims printed); 1: rejected (reason code "
       "printed); 2: usage or input error");
   verify->add_option("token", vo->token, "The compact JWS; read from stdin if absent or '-'");
-  verify->add_option("--jwks", vo->jwks, "JWKS file (keys bound to their \"issuer\" member or --issuer)");
+  verify->add_option("--jwks", vo->jwks, "JWKS file. Each key is bound to its \"issuer\" member (or the one --issuer), its \"issuer_kind\" member (or --issuer-kind) and its \"tid\" member (or --key-tenant)");
   verify->add_option("--trust-store", vo->trust_store, "Keyward trust-store JSON file");
   verify->add_option("--issuer", vo->issuers, "Accepted issuer (repeatable; may contain {tenantid})")->allow_extra_args(false);
   verify->add_option("--audience", vo->audiences, "Accepted audience (repeatable)")->allow_extra_args(false);

@@ -95,7 +95,7 @@ std::vector<Attack> Catalogue() {
   add("HS256 with the RSA PEM public key as secret", Reason::kAlgNotAllowed, [=](const Fixture& f) {
     return Hs256(R"({"alg":"HS256","kid":"a-rs"})", good_claims, f.Private("a-rs").public_key().ToPem());
   });
-  add("HS512", Reason::kAlgNotAllowed, [=](const Fixture& f) {
+  add("HS512", Reason::kAlgNotAllowed, [=](const Fixture&) {
     return Hs256(R"({"alg":"HS512","kid":"a-es"})", good_claims, "secret");
   });
   add("alg es256 (wrong case)", Reason::kAlgNotAllowed, [=](const Fixture& f) {
