@@ -1,5 +1,6 @@
 #include "crypto/crypto.h"
 
+#include <gtest/gtest.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -13,30 +14,21 @@
 #include <string>
 #include <string_view>
 
-#include <gtest/gtest.h>
-
 #include "core/base64url.h"
 
 namespace kw::crypto {
 namespace {
 
-// RFC 7638 §3.1 example key; its thumbprint is given there.
-constexpr std::string_view kRfc7638Jwk = R"({
-  "kty": "RSA",
-  "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
-  "e": "AQAB",
-  "alg": "RS256",
-  "kid": "2011-04-29"
-})";
+// The modulus of the RFC 7638 §3.1 example key (e = AQAB); its thumbprint is given there.
 constexpr std::string_view kRfc7638N =
-    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebW"
-    "KRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQM"
-    "icAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcR"
-    "wr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc"
+    "_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQ"
+    "R0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bF"
+    "TWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
 
 // The P-256 order n, big-endian.
-const std::string kP256N = *HexDecode(
-    "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+const std::string kP256N =
+    *HexDecode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
 
 struct PkeyFree {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
@@ -158,15 +150,16 @@ TEST_P(PerAlgorithmTest, OtherAlgorithmsGiveWrongKeyType) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Crypto, PerAlgorithmTest, testing::ValuesIn(kAllAlgorithms),
-                         AlgParamName);
+INSTANTIATE_TEST_SUITE_P(Crypto, PerAlgorithmTest, testing::ValuesIn(kAllAlgorithms), AlgParamName);
 
 TEST(CryptoTest, Rfc7638Thumbprint) {
-  auto key = PublicKey::FromJwk(kRfc7638Jwk);
+  const std::string jwk = R"({"kty":"RSA","n":")" + std::string(kRfc7638N) +
+                          R"(","e":"AQAB","alg":"RS256","kid":"2011-04-29"})";
+  auto key = PublicKey::FromJwk(jwk);
   ASSERT_TRUE(key.ok()) << key.status().ToString();
   EXPECT_EQ(key->Thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
-  EXPECT_EQ(key->ToJwk(), std::string(R"({"e":"AQAB","kty":"RSA","n":")") +
-                              std::string(kRfc7638N) + R"("})");
+  EXPECT_EQ(key->ToJwk(),
+            std::string(R"({"e":"AQAB","kty":"RSA","n":")") + std::string(kRfc7638N) + R"("})");
   EXPECT_EQ(key->bits(), 2048);
 }
 
@@ -195,7 +188,8 @@ TEST(EcdsaTest, MalformedSignaturesAreBadEncoding) {
       {"63 bytes", good->substr(0, 63)},
       {"65 bytes", *good + '\0'},
       {"empty", ""},
-      {"DER instead of raw", [&] {
+      {"DER instead of raw",
+       [&] {
          std::string der;
          EcdsaRawToDer(*good, &der);
          return der;
@@ -223,13 +217,12 @@ TEST(EcdsaTest, RawDerRoundTrip) {
     std::string raw;
     std::string der_hex;  // empty: only the round trip is checked
   };
-  const std::string n_minus_1 =
-      "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632550";
+  const std::string n_minus_1 = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632550";
   const Case cases[] = {
       {"r = s = 1", RawSig("01", "01"), "3006020101020101"},
       {"high bit set gets a 0x00 pad", RawSig("80", "7f"), "30070202008002017f"},
       {"full-width r", RawSig("80" + std::string(62, '0'), "01"),
-       "3026022100" "80" + std::string(62, '0') + "020101"},
+       "302602210080" + std::string(62, '0') + "020101"},
       {"n - 1", RawSig(n_minus_1, n_minus_1), ""},
   };
   for (const Case& c : cases) {
@@ -257,8 +250,7 @@ TEST(Ed25519Test, WrongLengthSignatureIsBadEncoding) {
   PrivateKey key = MustGenerate(Algorithm::kEdDSA);
   auto good = key.Sign(Algorithm::kEdDSA, "input");
   ASSERT_TRUE(good.ok());
-  for (const std::string& sig : {std::string(), good->substr(0, 63), *good + '\0',
-                                 *good + *good}) {
+  for (const std::string& sig : {std::string(), good->substr(0, 63), *good + '\0', *good + *good}) {
     EXPECT_EQ(VerifySignature(Algorithm::kEdDSA, key.public_key(), "input", sig),
               SignatureCheck::kBadEncoding)
         << sig.size() << " bytes";
@@ -314,12 +306,9 @@ TEST(RsaTest, PublicExponentRules) {
     bool accepted;
   };
   const Case cases[] = {
-      {"e = 1", "AQ", false},
-      {"e = 2", "Ag", false},
-      {"e = 3", "Aw", true},
-      {"e = 65536 (even)", "AQAA", false},
-      {"e = 65537", "AQAB", true},
-      {"e = 2^32 + 1", "AQAAAAE", false},
+      {"e = 1", "AQ", false},      {"e = 2", "Ag", false},
+      {"e = 3", "Aw", true},       {"e = 65536 (even)", "AQAA", false},
+      {"e = 65537", "AQAB", true}, {"e = 2^32 + 1", "AQAAAAE", false},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(PublicKey::FromJwk(RsaJwk(kRfc7638N, c.e)).ok(), c.accepted) << c.name;
@@ -356,16 +345,17 @@ TEST(JwkTest, ImportRules) {
       {"kty oct", R"({"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr8"})", false},
       {"kty oct with alg HS256", R"({"kty":"oct","alg":"HS256","k":"c2VjcmV0"})", false},
       {"EC P-384", p384_jwk, false},
-      {"EC P-521 name", "{" + ec.substr(0, ec.find("P-256")) + "P-521" +
-                            ec.substr(ec.find("P-256") + 5) + "}",
+      {"EC P-521 name",
+       "{" + ec.substr(0, ec.find("P-256")) + "P-521" + ec.substr(ec.find("P-256") + 5) + "}",
        false},
       {"EC point off the curve",
        R"({"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",)"
        R"("y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a4"})",
        false},
       {"EC short x", R"({"kty":"EC","crv":"P-256","x":"AQ","y":"AQ"})", false},
-      {"OKP X25519", "{" + okp.substr(0, okp.find("Ed25519")) + "X25519" +
-                         okp.substr(okp.find("Ed25519") + 7) + "}",
+      {"OKP X25519",
+       "{" + okp.substr(0, okp.find("Ed25519")) + "X25519" + okp.substr(okp.find("Ed25519") + 7) +
+           "}",
        false},
       {"use enc", "{" + ec + R"(,"use":"enc"})", false},
       {"key_ops encrypt", "{" + ec + R"(,"key_ops":["encrypt","decrypt"]})", false},
@@ -390,18 +380,10 @@ TEST(AlgorithmTest, ParseIsExactAndCaseSensitive) {
     std::optional<Algorithm> alg;
   };
   const Case cases[] = {
-      {"ES256", Algorithm::kES256},
-      {"EdDSA", Algorithm::kEdDSA},
-      {"RS256", Algorithm::kRS256},
-      {"PS256", Algorithm::kPS256},
-      {"none", std::nullopt},
-      {"None", std::nullopt},
-      {"HS256", std::nullopt},
-      {"es256", std::nullopt},
-      {"EDDSA", std::nullopt},
-      {"Ed25519", std::nullopt},
-      {"ES384", std::nullopt},
-      {"ES256 ", std::nullopt},
+      {"ES256", Algorithm::kES256}, {"EdDSA", Algorithm::kEdDSA}, {"RS256", Algorithm::kRS256},
+      {"PS256", Algorithm::kPS256}, {"none", std::nullopt},       {"None", std::nullopt},
+      {"HS256", std::nullopt},      {"es256", std::nullopt},      {"EDDSA", std::nullopt},
+      {"Ed25519", std::nullopt},    {"ES384", std::nullopt},      {"ES256 ", std::nullopt},
       {"", std::nullopt},
   };
   for (const Case& c : cases) {

@@ -1,20 +1,20 @@
 // Project Wycheproof signature vectors (C2SP/wycheproof, testvectors_v1) run through
-// crypto::VerifySignature, with each group's key imported from DER and cross-checked against its PEM
-// and JWK forms. The JWK/JWS vector files need the token module and run in
+// crypto::VerifySignature, with each group's key imported from DER and cross-checked against its
+// PEM and JWK forms. The JWK/JWS vector files need the token module and run in
 // token/wycheproof_jws_test.cc.
 //
 // Every "valid" vector must verify and every "invalid" one must not; "acceptable" vectors are
 // counted and their outcome printed, not asserted. A group whose key fails our acceptance rules
 // counts all its vectors as rejected, which is a failure for any "valid" vector in it.
 
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "core/base64url.h"
 #include "core/file.h"
@@ -112,8 +112,8 @@ TEST_P(WycheproofSignatureTest, Vectors) {
         auto jwk = ObjectMember(group, member);
         ASSERT_TRUE(jwk.ok()) << jwk.status().ToString();
         auto from_jwk = PublicKey::FromJwkObject(*jwk);
-        ASSERT_TRUE(from_jwk.ok()) << alg_name << ": " << member
-                                   << " rejected: " << from_jwk.status().ToString();
+        ASSERT_TRUE(from_jwk.ok())
+            << alg_name << ": " << member << " rejected: " << from_jwk.status().ToString();
         EXPECT_TRUE(from_jwk->Equals(*key)) << alg_name << ": " << member << " and DER keys differ";
       }
     }
@@ -138,7 +138,8 @@ TEST_P(WycheproofSignatureTest, Vectors) {
         t.valid_accepted += accepted;
         EXPECT_TRUE(accepted) << alg_name << " tcId " << *id << " (" << comment
                               << "): valid vector rejected"
-                              << (key.ok() ? "" : "; key import failed: " + key.status().ToString());
+                              << (key.ok() ? ""
+                                           : "; key import failed: " + key.status().ToString());
       } else if (*result == "invalid") {
         ++t.invalid;
         t.invalid_rejected += !accepted;

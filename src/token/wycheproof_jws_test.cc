@@ -13,6 +13,9 @@
 // 1, wrong use, bad point, wrong curve or kty) simply take no part; a "kid" that appears twice in
 // the set makes it ambiguous, so its tokens are refused. Valid HMAC tokens are not applicable.
 
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -21,9 +24,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "core/base64url.h"
 #include "core/file.h"
@@ -159,6 +159,20 @@ std::optional<std::string> NotApplicableReason(json::Object jwk) {
   return std::nullopt;
 }
 
+// True if the JWK says it is for encryption: "use" is "enc" or "key_ops" names encrypt/decrypt.
+bool IsEncryptionKey(json::Object jwk) {
+  if (json::FindString(jwk, "use").value_or("") == "enc") return true;
+  auto ops = jwk.at_key("key_ops").get_array();
+  if (ops.error()) return false;
+  for (json::Element op : ops.value_unsafe()) {
+    auto name = op.get_string();
+    if (!name.error() && (name.value_unsafe() == "encrypt" || name.value_unsafe() == "decrypt")) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool VectorsPresent() { return std::filesystem::is_directory(kVectorDir); }
 
 struct JwsGroup {
@@ -205,6 +219,7 @@ TEST(WycheproofJwsTest, JsonWebSignature) {
     } else {
       fmt::print("wycheproof JWS key rejected: {}: {}\n", g.name, g.key.status().message());
     }
+    EXPECT_FALSE(IsEncryptionKey(*jwk) && g.key.ok()) << g.name << ": encryption key imported";
     EXPECT_FALSE(g.not_applicable && g.key.ok())
         << g.name << ": a key outside our scope (" << *g.not_applicable << ") was imported";
     groups.push_back(std::move(g));
@@ -232,8 +247,8 @@ TEST(WycheproofJwsTest, JsonWebSignature) {
         for (const PoolKey& k : pool) {
           for (Algorithm alg : k.algs) {
             Reason r = VerifyJwsWithKey(v->jws, k.key, alg);
-            EXPECT_NE(r, Reason::kOk) << where << ": accepted under " << k.name << " with "
-                                      << crypto::AlgorithmName(alg);
+            EXPECT_NE(r, Reason::kOk)
+                << where << ": accepted under " << k.name << " with " << crypto::AlgorithmName(alg);
             rejected &= r != Reason::kOk;
           }
         }
@@ -317,8 +332,8 @@ TEST(WycheproofJwsTest, JsonWebKeySet) {
     for (json::Element test_el : *tests) {
       auto v = ReadVector(test_el);
       ASSERT_TRUE(v.ok()) << v.status().ToString();
-      const std::string where = fmt::format("tcId {} ({}, group '{}')", v->id, v->comment,
-                                            group_name);
+      const std::string where =
+          fmt::format("tcId {} ({}, group '{}')", v->id, v->comment, group_name);
       bool accepted = false;
       std::string why = "no imported key carries the token's kid";
       auto kid = HeaderString(v->jws, "kid");
