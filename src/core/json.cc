@@ -107,6 +107,24 @@ Result<std::string_view> GetString(Object o, std::string_view key) {
   return s.value_unsafe();
 }
 
+Result<Array> GetArray(Object o, std::string_view key) {
+  auto r = o.at_key(key).get_array();
+  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' must be an array", key));
+  return r.value_unsafe();
+}
+
+Result<Object> GetObject(Object o, std::string_view key) {
+  auto r = o.at_key(key).get_object();
+  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' must be an object", key));
+  return r.value_unsafe();
+}
+
+Result<int64_t> GetInt64(Object o, std::string_view key) {
+  auto r = o.at_key(key).get_int64();
+  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' must be an integer", key));
+  return r.value_unsafe();
+}
+
 std::optional<std::string_view> FindString(Object o, std::string_view key) {
   auto r = o.at_key(key);
   if (r.error()) return std::nullopt;

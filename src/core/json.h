@@ -53,6 +53,9 @@ Status CheckNoDuplicateMembers(Element e);
 // Typed accessors for objects that return clear errors ("member 'kty' must be a string").
 Result<std::string_view> GetString(Object o, std::string_view key);
 std::optional<std::string_view> FindString(Object o, std::string_view key);  // absent or not string
+Result<Array> GetArray(Object o, std::string_view key);
+Result<Object> GetObject(Object o, std::string_view key);
+Result<int64_t> GetInt64(Object o, std::string_view key);
 bool Has(Object o, std::string_view key);
 
 // Appends `s` as a JSON string literal (quoted, escaped) to `out`.

@@ -45,24 +45,6 @@ struct Tally {
 };
 
 // Member accessors for the vector files; a missing or mistyped member is a broken file.
-Result<json::Array> ArrayMember(json::Object o, std::string_view key) {
-  auto r = o.at_key(key).get_array();
-  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' is not an array", key));
-  return r.value_unsafe();
-}
-
-Result<json::Object> ObjectMember(json::Object o, std::string_view key) {
-  auto r = o.at_key(key).get_object();
-  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' is not an object", key));
-  return r.value_unsafe();
-}
-
-Result<int64_t> IntMember(json::Object o, std::string_view key) {
-  auto r = o.at_key(key).get_int64();
-  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' is not an integer", key));
-  return r.value_unsafe();
-}
-
 Result<std::string> HexMember(json::Object o, std::string_view key) {
   KW_ASSIGN_OR_RETURN(std::string_view hex, json::GetString(o, key));
   return HexDecode(hex);
@@ -84,9 +66,9 @@ TEST_P(WycheproofSignatureTest, Vectors) {
   auto root_r = doc->get_object();
   ASSERT_FALSE(root_r.error()) << suite.file << ": not a JSON object";
   json::Object root = root_r.value_unsafe();
-  auto declared = IntMember(root, "numberOfTests");
+  auto declared = json::GetInt64(root, "numberOfTests");
   ASSERT_TRUE(declared.ok()) << declared.status().ToString();
-  auto groups = ArrayMember(root, "testGroups");
+  auto groups = json::GetArray(root, "testGroups");
   ASSERT_TRUE(groups.ok()) << groups.status().ToString();
 
   Tally t;
@@ -94,7 +76,7 @@ TEST_P(WycheproofSignatureTest, Vectors) {
     auto group_r = group_el.get_object();
     ASSERT_FALSE(group_r.error()) << "test group is not an object";
     json::Object group = group_r.value_unsafe();
-    auto tests = ArrayMember(group, "tests");
+    auto tests = json::GetArray(group, "tests");
     ASSERT_TRUE(tests.ok()) << tests.status().ToString();
 
     auto der = HexMember(group, "publicKeyDer");
@@ -109,7 +91,7 @@ TEST_P(WycheproofSignatureTest, Vectors) {
       EXPECT_TRUE(from_pem->Equals(*key)) << alg_name << ": PEM and DER keys differ";
       for (std::string_view member : {"publicKeyJwk", "keyJwk"}) {
         if (!json::Has(group, member)) continue;
-        auto jwk = ObjectMember(group, member);
+        auto jwk = json::GetObject(group, member);
         ASSERT_TRUE(jwk.ok()) << jwk.status().ToString();
         auto from_jwk = PublicKey::FromJwkObject(*jwk);
         ASSERT_TRUE(from_jwk.ok())
@@ -122,7 +104,7 @@ TEST_P(WycheproofSignatureTest, Vectors) {
       auto test_r = test_el.get_object();
       ASSERT_FALSE(test_r.error()) << "test vector is not an object";
       json::Object test = test_r.value_unsafe();
-      auto id = IntMember(test, "tcId");
+      auto id = json::GetInt64(test, "tcId");
       auto result = json::GetString(test, "result");
       auto msg = HexMember(test, "msg");
       auto sig = HexMember(test, "sig");

@@ -308,13 +308,7 @@ std::vector<Attack> Catalogue() {
   return v;
 }
 
-class AttackCatalogue : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { fixture_ = new Fixture(); }
-  static void TearDownTestSuite() { delete fixture_; }
-  static Fixture* fixture_;
-};
-Fixture* AttackCatalogue::fixture_ = nullptr;
+class AttackCatalogue : public testing::SharedFixtureTest {};
 
 TEST_F(AttackCatalogue, EveryAttackIsRejectedWithItsReason) {
   auto verifier = fixture_->MakeVerifier();

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include "core/base64url.h"
 #include "core/clock.h"
@@ -119,6 +120,17 @@ class Fixture {
   mutable FakeClock clock_;
   std::shared_ptr<TrustStore> store_;
   std::map<std::string, crypto::PrivateKey> keys_;
+};
+
+// A test suite sharing one Fixture across its tests: generating the RSA keys is the slow part.
+class SharedFixtureTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { fixture_ = new Fixture(); }
+  static void TearDownTestSuite() {
+    delete fixture_;
+    fixture_ = nullptr;
+  }
+  static inline Fixture* fixture_ = nullptr;
 };
 
 }  // namespace kw::token::testing

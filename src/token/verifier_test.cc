@@ -19,17 +19,11 @@ using testing::kNow;
 using testing::kTenantA;
 using testing::kTenantB;
 
-class VerifierTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { shared_ = new Fixture(); }
-  static void TearDownTestSuite() { delete shared_; }
-  static Fixture* shared_;
-};
-Fixture* VerifierTest::shared_ = nullptr;
+class VerifierTest : public testing::SharedFixtureTest {};
 
 TEST_F(VerifierTest, ClaimsAreReturned) {
-  auto v = shared_->MakeVerifier();
-  VerifyResult r = v->Verify(shared_->Good());
+  auto v = fixture_->MakeVerifier();
+  VerifyResult r = v->Verify(fixture_->Good());
   ASSERT_TRUE(r.ok()) << r.detail;
   EXPECT_EQ(r.token->claims.sub, "alice");
   EXPECT_EQ(r.token->claims.tid, kTenantA);
@@ -41,8 +35,8 @@ TEST_F(VerifierTest, ClaimsAreReturned) {
 }
 
 TEST_F(VerifierTest, SecondPresentationComesFromTheCache) {
-  auto v = shared_->MakeVerifier();
-  std::string t = shared_->Good();
+  auto v = fixture_->MakeVerifier();
+  std::string t = fixture_->Good();
   EXPECT_FALSE(v->Verify(t).from_cache);
   VerifyResult again = v->Verify(t);
   EXPECT_TRUE(again.ok());
@@ -88,49 +82,49 @@ TEST_F(VerifierTest, CachedEntryDoesNotOutliveTheToken) {
 }
 
 TEST_F(VerifierTest, ClockSkewIsHonoured) {
-  auto p = shared_->Policy();
+  auto p = fixture_->Policy();
   p.clock_skew_seconds = 0;
-  auto strict = shared_->MakeVerifier(p);
-  std::string future = shared_->Sign("a-es", Claims(IssuerOf(kTenantA), kTenantA, kNow + 30));
+  auto strict = fixture_->MakeVerifier(p);
+  std::string future = fixture_->Sign("a-es", Claims(IssuerOf(kTenantA), kTenantA, kNow + 30));
   EXPECT_EQ(strict->Verify(future).reason, Reason::kNotYetValid);
-  auto lenient = shared_->MakeVerifier();  // 60 s default
+  auto lenient = fixture_->MakeVerifier();  // 60 s default
   EXPECT_TRUE(lenient->Verify(future).ok());
 }
 
 TEST_F(VerifierTest, TenantAllowList) {
-  auto p = shared_->Policy();
+  auto p = fixture_->Policy();
   p.allowed_tenants = {std::string(kTenantB)};
-  auto v = shared_->MakeVerifier(p);
-  EXPECT_EQ(v->Verify(shared_->Good()).reason, Reason::kTenantNotAllowed);
-  EXPECT_TRUE(v->Verify(shared_->Sign("b-es", Claims(IssuerOf(kTenantB), kTenantB))).ok());
+  auto v = fixture_->MakeVerifier(p);
+  EXPECT_EQ(v->Verify(fixture_->Good()).reason, Reason::kTenantNotAllowed);
+  EXPECT_TRUE(v->Verify(fixture_->Sign("b-es", Claims(IssuerOf(kTenantB), kTenantB))).ok());
 }
 
 TEST_F(VerifierTest, ConsumerTokensOnlyWhereAllowed) {
-  std::string consumer = shared_->Sign(
+  std::string consumer = fixture_->Sign(
       "consumer-1", Claims(IssuerOf(testing::kConsumerTenant), testing::kConsumerTenant));
-  auto p = shared_->Policy();
-  EXPECT_EQ(shared_->MakeVerifier(p)->Verify(consumer).reason, Reason::kConsumerTokenRefused);
+  auto p = fixture_->Policy();
+  EXPECT_EQ(fixture_->MakeVerifier(p)->Verify(consumer).reason, Reason::kConsumerTokenRefused);
   p.allow_consumer_tokens = true;
-  EXPECT_TRUE(shared_->MakeVerifier(p)->Verify(consumer).ok());
+  EXPECT_TRUE(fixture_->MakeVerifier(p)->Verify(consumer).ok());
   // Allowing consumer tokens never lets the consumer key sign for a tenant.
-  EXPECT_EQ(shared_->MakeVerifier(p)->Verify(shared_->Sign("consumer-1", Claims(IssuerOf(kTenantA), kTenantA))).reason,
+  EXPECT_EQ(fixture_->MakeVerifier(p)->Verify(fixture_->Sign("consumer-1", Claims(IssuerOf(kTenantA), kTenantA))).reason,
             Reason::kKeyIssuerMismatch);
 }
 
 TEST_F(VerifierTest, AlgorithmPolicy) {
-  auto p = shared_->Policy();
+  auto p = fixture_->Policy();
   p.algorithms = {crypto::Algorithm::kES256};
-  auto v = shared_->MakeVerifier(p);
-  EXPECT_TRUE(v->Verify(shared_->Good("a-es")).ok());
-  EXPECT_EQ(v->Verify(shared_->Good("a-rs")).reason, Reason::kAlgNotAllowed);
+  auto v = fixture_->MakeVerifier(p);
+  EXPECT_TRUE(v->Verify(fixture_->Good("a-es")).ok());
+  EXPECT_EQ(v->Verify(fixture_->Good("a-rs")).reason, Reason::kAlgNotAllowed);
 }
 
 TEST_F(VerifierTest, EmptyIssuerListStillBindsKeysToIssuers) {
-  auto p = shared_->Policy();
+  auto p = fixture_->Policy();
   p.issuers.clear();
-  auto v = shared_->MakeVerifier(p);
-  EXPECT_TRUE(v->Verify(shared_->Good()).ok());
-  EXPECT_EQ(v->Verify(shared_->Sign("consumer-1", Claims(IssuerOf(kTenantA), kTenantA))).reason,
+  auto v = fixture_->MakeVerifier(p);
+  EXPECT_TRUE(v->Verify(fixture_->Good()).ok());
+  EXPECT_EQ(v->Verify(fixture_->Sign("consumer-1", Claims(IssuerOf(kTenantA), kTenantA))).reason,
             Reason::kKeyIssuerMismatch);
 }
 

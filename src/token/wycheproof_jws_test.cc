@@ -56,18 +56,6 @@ void PrintTally(std::string_view name, const Tally& t) {
   std::fflush(stdout);
 }
 
-Result<json::Array> ArrayMember(json::Object o, std::string_view key) {
-  auto r = o.at_key(key).get_array();
-  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' is not an array", key));
-  return r.value_unsafe();
-}
-
-Result<json::Object> ObjectMember(json::Object o, std::string_view key) {
-  auto r = o.at_key(key).get_object();
-  if (r.error()) return InvalidArgumentError(fmt::format("member '{}' is not an object", key));
-  return r.value_unsafe();
-}
-
 Result<json::Object> AsObject(json::Element e) {
   auto r = e.get_object();
   if (r.error()) return InvalidArgumentError("expected a JSON object");
@@ -84,7 +72,7 @@ class VectorFile {
     auto declared = root.at_key("numberOfTests").get_int64();
     if (declared.error()) return InvalidArgumentError("numberOfTests is not an integer");
     declared_ = declared.value_unsafe();
-    KW_ASSIGN_OR_RETURN(groups_, ArrayMember(root, "testGroups"));
+    KW_ASSIGN_OR_RETURN(groups_, json::GetArray(root, "testGroups"));
     return Status::Ok();
   }
   json::Array groups() const { return groups_; }
@@ -201,7 +189,7 @@ TEST(WycheproofJwsTest, JsonWebSignature) {
   for (json::Element group_el : file.groups()) {
     auto group = AsObject(group_el);
     ASSERT_TRUE(group.ok());
-    auto jwk = ObjectMember(*group, "private");
+    auto jwk = json::GetObject(*group, "private");
     ASSERT_TRUE(jwk.ok()) << jwk.status().ToString();
     JwsGroup g{.jwk = *jwk};
     g.name = fmt::format("group '{}' kid '{}'", json::FindString(*group, "comment").value_or(""),
@@ -231,7 +219,7 @@ TEST(WycheproofJwsTest, JsonWebSignature) {
   size_t gi = 0;
   for (json::Element group_el : file.groups()) {
     const JwsGroup& g = groups[gi++];
-    auto tests = ArrayMember(*AsObject(group_el), "tests");
+    auto tests = json::GetArray(*AsObject(group_el), "tests");
     ASSERT_TRUE(tests.ok()) << tests.status().ToString();
     for (json::Element test_el : *tests) {
       auto v = ReadVector(test_el);
@@ -302,9 +290,9 @@ TEST(WycheproofJwsTest, JsonWebKeySet) {
     auto group = AsObject(group_el);
     ASSERT_TRUE(group.ok());
     const std::string group_name(json::FindString(*group, "comment").value_or(""));
-    auto jwks = ObjectMember(*group, "private");
+    auto jwks = json::GetObject(*group, "private");
     ASSERT_TRUE(jwks.ok()) << jwks.status().ToString();
-    auto keys = ArrayMember(*jwks, "keys");
+    auto keys = json::GetArray(*jwks, "keys");
     ASSERT_TRUE(keys.ok()) << keys.status().ToString();
 
     std::map<std::string, int> kid_count;  // over every member of the set, importable or not
@@ -327,7 +315,7 @@ TEST(WycheproofJwsTest, JsonWebKeySet) {
       imported.push_back({kid, *key, alg});
     }
 
-    auto tests = ArrayMember(*group, "tests");
+    auto tests = json::GetArray(*group, "tests");
     ASSERT_TRUE(tests.ok()) << tests.status().ToString();
     for (json::Element test_el : *tests) {
       auto v = ReadVector(test_el);
