@@ -51,16 +51,28 @@ def median(name, field):
     return None
 
 print()
-print("Throughput ratios from median CPU time (1.00 = as fast as bare OpenSSL):")
+print("uncached/bare = bare OpenSSL time / Keyward uncached time (median CPU time; 1.00 = no")
+print("cost over OpenSSL). 'predicted' = bare / (bare + BM_KeywardOwnWork), which does not depend")
+print("on the difference of two noisy ~20-90 us timings.")
 for alg in ("ES256", "EdDSA", "RS256", "PS256"):
     bare = median(f"BM_BareOpenSsl/{alg}", "cpu_time")
     unc = median(f"BM_KeywardVerifyUncached/{alg}", "cpu_time")
-    if bare and unc:
-        print(f"{alg} uncached/bare = {bare / unc:.2f}  "
-              f"(bare {bare / 1000:.1f} us, uncached {unc / 1000:.1f} us, "
-              f"Keyward's own work {(unc - bare) / 1000:+.2f} us)")
-cached = [(b["run_name"], b["items_per_second"]) for b in runs
-          if b.get("aggregate_name") == "median" and "VerifyCached/" in b.get("run_name", "")]
-for name, rate in cached:
-    print(f"{name.split('/')[-1]} cached = {rate / 1e6:.2f} M tokens/s")
+    own = median(f"BM_KeywardOwnWork/{alg}", "cpu_time")
+    if not (bare and unc):
+        continue
+    line = (f"{alg} uncached/bare = {bare / unc:.2f}  "
+            f"(bare {bare / 1000:.1f} us, uncached {unc / 1000:.1f} us")
+    if own:
+        line += f", own work {own / 1000:.2f} us, predicted {bare / (bare + own):.2f}"
+    print(line + ")")
+for alg in ("ES256", "EdDSA", "RS256", "PS256"):
+    rate = median(f"BM_KeywardVerifyCached/{alg}", "items_per_second")
+    if rate:
+        print(f"{alg} cached = {rate / 1e6:.2f} M tokens/s")
+for distinct, label in ((0, "one shared token"), (1, "a token per thread")):
+    rates = [median(f"BM_CachedVerifyThreads/distinct_tokens:{distinct}/real_time/threads:{t}",
+                    "items_per_second") for t in (1, 2)]
+    if all(rates):
+        print(f"cached, {label}: 1 thread {rates[0] / 1e6:.2f} M/s, "
+              f"2 threads {rates[1] / 1e6:.2f} M/s in total")
 EOF

@@ -5,6 +5,11 @@
 //   BM_KeywardVerifyUncached/<alg>  Verifier::Verify with the cache off: size and structure checks,
 //                                   base64url, strict JSON of header and claims, issuer/tenant
 //                                   policy, trust-store lookup, key binding, signature, time claims
+//   BM_KeywardOwnWork/<alg>         Verifier::Verify of the same token with a signature that fails
+//                                   Keyward's own encoding check (ES256 r = 0, EdDSA/RSA one byte
+//                                   short): every step except the OpenSSL call. Far less noisy
+//                                   than the difference of two ~20-90 us timings, it predicts
+//                                   uncached/bare as bare / (bare + own work)
 //   BM_KeywardVerifyCached/<alg>    Verifier::Verify of a token already in the verified-token cache
 //   BM_RejectMalformed/<case>       refusal of a token that never reaches a key or a signature
 //   BM_CachedVerifyThreads          the cached path on 1 and 2 threads, one token shared by all
@@ -12,8 +17,8 @@
 //                                   per thread
 //
 // The token is a ~720-byte enterprise access token (ES256/EdDSA; an RSA signature adds 256 bytes
-// of base64url) from a multi-tenant template issuer, checked against a 20-key trust store at a fixed
-// time. bench/run.sh prints uncached/bare per algorithm; BENCHMARKS.md records the results.
+// of base64url) from a multi-tenant template issuer, checked against a 20-key trust store at a
+// fixed time. bench/run.sh prints uncached/bare per algorithm; BENCHMARKS.md records the results.
 
 #include <benchmark/benchmark.h>
 #include <openssl/evp.h>
@@ -95,6 +100,7 @@ struct AlgCase {
   Algorithm alg;
   std::optional<crypto::PublicKey> key;
   std::string token;
+  std::string bad_encoding_token;  // same, with a signature refused before OpenSSL sees it
   std::string signing_input;
   std::string openssl_signature;  // DER for ES256, the JWS bytes otherwise
 };
@@ -116,9 +122,9 @@ class Env {
  private:
   Env() : clock_(kNowSeconds * 1000) {
     auto store = std::make_shared<token::TrustStore>();
-    // Signing keys rotate in 20 slots: the first key of each algorithm signs the benchmark
-    // tokens; the others are the rest of a realistic multi-issuer store (a retired key, exact
-    // single-tenant issuers, validity windows).
+    // Twenty keys, five per algorithm. The first of each algorithm signs the benchmark tokens;
+    // the rest make the store look like a real one: exact single-tenant issuers, validity
+    // windows, a retired key.
     std::vector<std::optional<crypto::PrivateKey>> signers(std::size(crypto::kAllAlgorithms));
     std::vector<std::string> signer_kids(signers.size());
     for (size_t i = 0; i < kStoreKeys; ++i) {
@@ -161,6 +167,9 @@ class Env {
       size_t dot = c.token.rfind('.');
       c.signing_input = c.token.substr(0, dot);
       std::string sig = OrDie(Base64UrlDecode(c.token.substr(dot + 1)), "signature decode");
+      std::string bad_sig =
+          alg == Algorithm::kES256 ? std::string(64, '\0') : sig.substr(0, sig.size() - 1);
+      c.bad_encoding_token = c.signing_input + "." + Base64UrlEncode(bad_sig);
       if (alg != Algorithm::kES256) {
         c.openssl_signature = std::move(sig);
       } else if (!crypto::EcdsaRawToDer(sig, &c.openssl_signature)) {
@@ -169,11 +178,11 @@ class Env {
       cases_[Index(alg)] = std::move(c);
     }
     for (int i = 0; i < 2; ++i) {
-      thread_tokens_.push_back(OrDie(
-          token::SignCompact(*signers[Index(Algorithm::kES256)], Algorithm::kES256,
-                             signer_kids[Index(Algorithm::kES256)],
-                             ClaimsJson("thread" + std::to_string(i) + "-Qm8rW2zK5nV1xJ")),
-          "signing"));
+      thread_tokens_.push_back(
+          OrDie(token::SignCompact(*signers[Index(Algorithm::kES256)], Algorithm::kES256,
+                                   signer_kids[Index(Algorithm::kES256)],
+                                   ClaimsJson("thread" + std::to_string(i) + "-Qm8rW2zK5nV1xJ")),
+                "signing"));
     }
 
     token::VerifierPolicy policy;
@@ -194,8 +203,8 @@ class Env {
 
 bool Fails(benchmark::State& state, const VerifyResult& r) {
   if (r.ok()) return false;
-  std::string msg = "verification failed: " + std::string(token::ReasonCode(r.reason)) + ": " +
-                    r.detail;
+  std::string msg =
+      "verification failed: " + std::string(token::ReasonCode(r.reason)) + ": " + r.detail;
   state.SkipWithError(msg.c_str());
   return true;
 }
@@ -238,6 +247,20 @@ void BM_KeywardVerifyUncached(benchmark::State& state, Algorithm alg) {
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["token_bytes"] = static_cast<double>(token.size());
+}
+
+void BM_KeywardOwnWork(benchmark::State& state, Algorithm alg) {
+  const Env& env = Env::Get();
+  const std::string& token = env.Case(alg).bad_encoding_token;
+  for (auto _ : state) {
+    VerifyResult r = env.uncached().Verify(token);
+    if (r.reason != Reason::kBadSignature) {
+      state.SkipWithError("expected bad_signature");
+      break;
+    }
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
 }
 
 void BM_KeywardVerifyCached(benchmark::State& state, Algorithm alg) {
@@ -299,8 +322,9 @@ MalformedCase MakeMalformed(std::string_view name) {
     return {B64(R"({"alg":"RSA-OAEP","enc":"A256GCM"})") + ".AAAA.AAAA.AAAA.AAAA",
             Reason::kEncryptedToken};
   }
-  if (name == "header_not_json") return {B64("{\"alg\":") + "." + payload + "." + sig,
-                                          Reason::kMalformed};
+  if (name == "header_not_json") {
+    return {B64("{\"alg\":") + "." + payload + "." + sig, Reason::kMalformed};
+  }
   if (name == "oversized_17KiB") return {std::string(17 * 1024, 'A'), Reason::kOversized};
   std::abort();
 }
@@ -311,7 +335,8 @@ void BM_RejectMalformed(benchmark::State& state, const char* name) {
   for (auto _ : state) {
     VerifyResult r = env.cached().Verify(c.token);
     if (r.reason != c.expected) {
-      std::string msg = std::string("unexpected reason ") + std::string(token::ReasonCode(r.reason));
+      std::string msg =
+          std::string("unexpected reason ") + std::string(token::ReasonCode(r.reason));
       state.SkipWithError(msg.c_str());
       break;
     }
@@ -320,7 +345,7 @@ void BM_RejectMalformed(benchmark::State& state, const char* name) {
   state.SetItemsProcessed(state.iterations());
 }
 
-#define KW_BENCH_ALGS(fn)                         \
+#define KW_BENCH_ALGS(fn)                          \
   BENCHMARK_CAPTURE(fn, ES256, Algorithm::kES256); \
   BENCHMARK_CAPTURE(fn, EdDSA, Algorithm::kEdDSA); \
   BENCHMARK_CAPTURE(fn, RS256, Algorithm::kRS256); \
@@ -328,6 +353,7 @@ void BM_RejectMalformed(benchmark::State& state, const char* name) {
 
 KW_BENCH_ALGS(BM_BareOpenSsl);
 KW_BENCH_ALGS(BM_KeywardVerifyUncached);
+KW_BENCH_ALGS(BM_KeywardOwnWork);
 KW_BENCH_ALGS(BM_KeywardVerifyCached);
 
 BENCHMARK_CAPTURE(BM_RejectMalformed, two_segments, "two_segments");

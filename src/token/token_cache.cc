@@ -68,7 +68,7 @@ std::shared_ptr<const VerifiedToken> VerifiedTokenCache::Lookup(std::string_view
     auto it = shard.map.find(h);
     if (it == shard.map.end() || it->second.token.size() != token.size() ||
         std::memcmp(it->second.token.data(), token.data(), token.size()) != 0) {
-      misses_.fetch_add(1, std::memory_order_relaxed);
+      shard.misses.fetch_add(1, std::memory_order_relaxed);
       return nullptr;
     }
     value = it->second.value;
@@ -76,10 +76,10 @@ std::shared_ptr<const VerifiedToken> VerifiedTokenCache::Lookup(std::string_view
   }
   // Checked outside the lock: the key's state is an atomic, and time only moves forward.
   if (clock_->NowSeconds() >= exp || value->key->state() != KeyState::kActive) {
-    misses_.fetch_add(1, std::memory_order_relaxed);
+    shard.misses.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  hits_.fetch_add(1, std::memory_order_relaxed);
+  shard.hits.fetch_add(1, std::memory_order_relaxed);
   return value;
 }
 
@@ -145,8 +145,10 @@ void VerifiedTokenCache::Clear() {
 }
 
 VerifiedTokenCache::Stats VerifiedTokenCache::stats() const {
-  Stats s{hits_.load(), misses_.load(), inserts_.load(), evictions_.load(), invalidations_.load(), 0};
+  Stats s{0, 0, inserts_.load(), evictions_.load(), invalidations_.load(), 0};
   for (size_t i = 0; i <= shard_mask_; ++i) {
+    s.hits += shards_[i].hits.load(std::memory_order_relaxed);
+    s.misses += shards_[i].misses.load(std::memory_order_relaxed);
     std::lock_guard lock(shards_[i].mu);
     s.entries += shards_[i].map.size();
   }

@@ -76,6 +76,8 @@ class VerifiedTokenCache {
     mutable std::mutex mu;
     std::unordered_map<uint64_t, Entry> map;
     std::deque<uint64_t> order;  // insertion order, for eviction; may hold erased hashes
+    // Per shard, so that threads hitting different tokens share no cache line.
+    mutable std::atomic<uint64_t> hits{0}, misses{0};
   };
 
   Shard& ShardFor(uint64_t h) const { return shards_[h & shard_mask_]; }
@@ -85,7 +87,6 @@ class VerifiedTokenCache {
   size_t per_shard_;
   size_t shard_mask_;
   std::unique_ptr<Shard[]> shards_;
-  mutable std::atomic<uint64_t> hits_{0}, misses_{0};
   std::atomic<uint64_t> inserts_{0}, evictions_{0}, invalidations_{0};
 };
 
