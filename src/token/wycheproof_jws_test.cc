@@ -44,6 +44,23 @@ struct Tally {
   int invalid = 0, invalid_rejected = 0;
   int acceptable = 0;
   int na_valid = 0, na_invalid = 0, na_rejected = 0;
+
+  // Counts one applicable vector and asserts its outcome; `file` names the vector file.
+  void Record(std::string_view file, std::string_view result, bool accepted,
+              const std::string& where, const std::string& why) {
+    if (result == "valid") {
+      ++valid;
+      valid_accepted += accepted;
+      EXPECT_TRUE(accepted) << where << ": valid token rejected: " << why;
+    } else if (result == "invalid") {
+      ++invalid;
+      invalid_rejected += !accepted;
+      EXPECT_FALSE(accepted) << where << ": invalid token accepted";
+    } else {
+      ++acceptable;
+      fmt::print("wycheproof {} acceptable {}: {}\n", file, where, accepted ? "accepted" : "rejected");
+    }
+  }
 };
 
 void PrintTally(std::string_view name, const Tally& t) {
@@ -253,18 +270,7 @@ TEST(WycheproofJwsTest, JsonWebSignature) {
       } else {
         detail = "key import failed: " + g.key.status().message();
       }
-      if (v->result == "valid") {
-        ++t.valid;
-        t.valid_accepted += accepted;
-        EXPECT_TRUE(accepted) << where << ": valid token rejected: " << detail;
-      } else if (v->result == "invalid") {
-        ++t.invalid;
-        t.invalid_rejected += !accepted;
-        EXPECT_FALSE(accepted) << where << ": invalid token accepted";
-      } else {
-        ++t.acceptable;
-        fmt::print("wycheproof JWS acceptable {}: {}\n", where, accepted ? "accepted" : "rejected");
-      }
+      t.Record("JWS", v->result, accepted, where, detail);
     }
   }
   PrintTally("JWS", t);
@@ -348,17 +354,8 @@ TEST(WycheproofJwsTest, JsonWebKeySet) {
         ++t.na_valid;
         t.na_rejected += !accepted;
         EXPECT_FALSE(accepted) << where << ": HMAC token accepted";
-      } else if (v->result == "valid") {
-        ++t.valid;
-        t.valid_accepted += accepted;
-        EXPECT_TRUE(accepted) << where << ": valid token rejected: " << why;
-      } else if (v->result == "invalid") {
-        ++t.invalid;
-        t.invalid_rejected += !accepted;
-        EXPECT_FALSE(accepted) << where << ": invalid token accepted";
       } else {
-        ++t.acceptable;
-        fmt::print("wycheproof JWK acceptable {}: {}\n", where, accepted ? "accepted" : "rejected");
+        t.Record("JWK", v->result, accepted, where, why);
       }
     }
   }
