@@ -91,3 +91,40 @@ TEST(StatusTest, MacrosPropagate) {
 
 }  // namespace
 }  // namespace kw
+
+#include "core/sqlite.h"
+
+namespace kw {
+namespace {
+
+TEST(SqliteTest, RoundTripAndErrors) {
+  auto db = sqlite::Db::Open(":memory:");
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE((*db)->Exec("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB, n INTEGER)").ok());
+  auto ins = (*db)->Prepare("INSERT INTO t VALUES (?, ?, ?)");
+  ASSERT_TRUE(ins.ok());
+  std::string blob("a\0b", 3);
+  ASSERT_TRUE(ins->Bind(1, "key").BindBlob(2, blob).Bind(3, int64_t{42}).Run().ok());
+  ASSERT_TRUE(ins->Reset().ok());
+  EXPECT_EQ(ins->Bind(1, "key").BindBlob(2, blob).Bind(3, int64_t{1}).Run().code(),
+            StatusCode::kAlreadyExists);
+  auto sel = (*db)->Prepare("SELECT v, n FROM t WHERE k = ?");
+  ASSERT_TRUE(sel.ok());
+  sel->Bind(1, "key");
+  ASSERT_TRUE(*sel->Step());
+  EXPECT_EQ(sel->Blob(0), blob);
+  EXPECT_EQ(sel->Int(1), 42);
+  EXPECT_FALSE(*sel->Step());
+  EXPECT_FALSE((*db)->Prepare("SELECT nope FROM t").ok());
+  Status rolled = (*db)->Transaction([&] {
+    (void)(*db)->Exec("DELETE FROM t");
+    return InvalidArgumentError("abort");
+  });
+  EXPECT_FALSE(rolled.ok());
+  auto count = (*db)->Prepare("SELECT count(*) FROM t");
+  ASSERT_TRUE(*count->Step());
+  EXPECT_EQ(count->Int(0), 1);  // the delete was rolled back
+}
+
+}  // namespace
+}  // namespace kw
