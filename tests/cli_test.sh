@@ -45,5 +45,19 @@ check "sign needs an object" 2 'JSON object' -- "$KW" token sign --key "$tmp/k1.
 check "demo refuses every forgery" 0 'every outcome as expected' -- "$KW" demo
 check "no subcommand" 2 'subcommand' -- "$KW"
 
+# Identity directory administration on a fresh data directory.
+DATA="$tmp/data"
+TENANT=$("$KW" tenant create --name Contoso --data-dir "$DATA")
+check "tenant listed" 0 "\"id\":\"$TENANT\".*enterprise" -- "$KW" tenant list --data-dir "$DATA"
+check "consumer tenant exists" 0 '"kind":"consumer"' -- "$KW" tenant list --data-dir "$DATA"
+check "duplicate tenant id" 1 'already exists' -- "$KW" tenant create --name X --id "$TENANT" --data-dir "$DATA"
+check "user created from stdin password" 0 '^[0-9a-f-]{36}$' -- bash -c "echo 'correct horse battery' | '$KW' user create --tenant $TENANT --username alice --data-dir '$DATA'"
+check "short password refused" 1 'at least 8' -- bash -c "echo short | '$KW' user create --tenant $TENANT --username bob --data-dir '$DATA'"
+check "user in unknown tenant" 1 "no tenant" -- bash -c "echo 'long enough pw' | '$KW' user create --tenant nope --username bob --data-dir '$DATA'"
+check "app created with a secret" 0 '"client_secret":"' -- "$KW" app create --tenant "$TENANT" --name web --redirect-uri https://mail.example/cb --scope Mail.Read --data-dir "$DATA"
+check "insecure redirect refused" 1 'https' -- "$KW" app create --tenant "$TENANT" --name bad --redirect-uri http://evil.example/cb --data-dir "$DATA"
+check "apps listed without secrets" 0 '"scopes":\["Mail.Read"\]' -- "$KW" app list --tenant "$TENANT" --data-dir "$DATA"
+if "$KW" app list --tenant "$TENANT" --data-dir "$DATA" | grep -q secret; then fail=$((fail + 1)); echo "FAIL app list shows a secret"; else pass=$((pass + 1)); echo "PASS app list shows no secret"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -14,5 +14,6 @@ inline constexpr int kExitUsage = 2;     // bad flags, unreadable files, malform
 void RegisterTokenCommands(CLI::App& app, int* exit_code);
 void RegisterKeysCommands(CLI::App& app, int* exit_code);
 void RegisterDemoCommand(CLI::App& app, int* exit_code);
+void RegisterAdminCommands(CLI::App& app, int* exit_code);
 
 }  // namespace kw::cli

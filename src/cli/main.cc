@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   kw::cli::RegisterTokenCommands(app, &exit_code);
   kw::cli::RegisterKeysCommands(app, &exit_code);
   kw::cli::RegisterDemoCommand(app, &exit_code);
+  kw::cli::RegisterAdminCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,59 @@
+// Helpers shared by the identity tests: a scratch directory and raw file writing.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "core/file.h"
+
+namespace kw::identity::testing {
+
+// A fresh directory under the system temp dir, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string templ = (std::filesystem::temp_directory_path() / "kw-identity-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = templ;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string File(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+// Writes `data` to `path` with exactly `mode` (umask does not apply).
+inline void WriteWithMode(const std::string& path, std::string_view data, unsigned mode) {
+  ::unlink(path.c_str());
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("open " + path);
+  if (::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
+    ::close(fd);
+    throw std::runtime_error("write " + path);
+  }
+  ::fchmod(fd, mode);
+  ::close(fd);
+}
+
+// The whole file, or "" if it does not exist.
+inline std::string ReadAllOrEmpty(const std::string& path) {
+  auto r = ReadFile(path);
+  return r.ok() ? *r : std::string();
+}
+
+}  // namespace kw::identity::testing
