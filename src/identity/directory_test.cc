@@ -44,9 +44,10 @@ TEST_F(DirectoryTest, UsersAuthenticateWithArgon2id) {
   EXPECT_EQ(dir_->CreateUser("nope", "bob", "long enough").status().code(), StatusCode::kNotFound);
   EXPECT_TRUE(dir_->Authenticate("t1", "alice", "correct horse battery").ok());
   // Wrong password, unknown user, other tenant: the same answer.
-  for (auto [tenant, user, pass] : {std::tuple{"t1", "alice", "wrong password"},
-                                    std::tuple{"t1", "mallory", "correct horse battery"},
-                                    std::tuple{std::string(kConsumerTenantId).c_str(), "alice", "correct horse battery"}}) {
+  using Row = std::tuple<std::string_view, std::string_view, std::string_view>;
+  for (auto [tenant, user, pass] : {Row{"t1", "alice", "wrong password"},
+                                    Row{"t1", "mallory", "correct horse battery"},
+                                    Row{kConsumerTenantId, "alice", "correct horse battery"}}) {
     auto r = dir_->Authenticate(tenant, user, pass);
     EXPECT_EQ(r.status().code(), StatusCode::kUnauthenticated);
     EXPECT_EQ(r.status().message(), "invalid username or password");
