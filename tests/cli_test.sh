@@ -57,6 +57,8 @@ check "user in unknown tenant" 1 "no tenant" -- bash -c "echo 'long enough pw' |
 check "app created with a secret" 0 '"client_secret":"' -- "$KW" app create --tenant "$TENANT" --name web --redirect-uri https://mail.example/cb --scope Mail.Read --data-dir "$DATA"
 check "insecure redirect refused" 1 'https' -- "$KW" app create --tenant "$TENANT" --name bad --redirect-uri http://evil.example/cb --data-dir "$DATA"
 check "apps listed without secrets" 0 '"scopes":\["Mail.Read"\]' -- "$KW" app list --tenant "$TENANT" --data-dir "$DATA"
+mode=$(stat -c %a "$DATA/keyward.db")
+if [ "$mode" = 600 ]; then pass=$((pass + 1)); echo "PASS directory database is 0600"; else fail=$((fail + 1)); echo "FAIL directory database mode $mode"; fi
 if "$KW" app list --tenant "$TENANT" --data-dir "$DATA" | grep -q secret; then fail=$((fail + 1)); echo "FAIL app list shows a secret"; else pass=$((pass + 1)); echo "PASS app list shows no secret"; fi
 
 echo "$pass passed, $fail failed"

@@ -1,12 +1,26 @@
 #include "core/sqlite.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
 namespace kw::sqlite {
 
 Result<std::unique_ptr<Db>> Db::Open(const std::string& path) {
+  if (path != ":memory:") {
+    // Keyward's databases hold identities and audit records: create them private (SQLite gives
+    // the -wal and -shm files the same mode as the database file).
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return UnavailableError(fmt::format("cannot open database {}: {}", path, std::strerror(errno)));
+    }
+    ::close(fd);
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);

@@ -23,7 +23,8 @@ class Statement;
 
 class Db {
  public:
-  // Opens (creating if needed) the database file; ":memory:" gives a private in-memory database.
+  // Opens (creating if needed, with mode 0600) the database file; ":memory:" gives a private
+  // in-memory database.
   static Result<std::unique_ptr<Db>> Open(const std::string& path);
   ~Db();
   Db(const Db&) = delete;
