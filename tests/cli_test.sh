@@ -61,5 +61,31 @@ mode=$(stat -c %a "$DATA/keyward.db")
 if [ "$mode" = 600 ]; then pass=$((pass + 1)); echo "PASS directory database is 0600"; else fail=$((fail + 1)); echo "FAIL directory database mode $mode"; fi
 if "$KW" app list --tenant "$TENANT" --data-dir "$DATA" | grep -q secret; then fail=$((fail + 1)); echo "FAIL app list shows a secret"; else pass=$((pass + 1)); echo "PASS app list shows no secret"; fi
 
+# keyward serve refuses a master key file that others can read.
+mkdir -p "$tmp/svc" && printf '%064d\n' 0 > "$tmp/svc/master.key" && chmod 644 "$tmp/svc/master.key"
+check "serve refuses a readable master key" 2 'chmod 600' -- "$KW" serve --data-dir "$tmp/svc" --port 0
+check "serve created nothing next to it" 0 '' -- test ! -e "$tmp/svc/keyward.db"
+
+# keyward serve on an ephemeral port: the first stdout line names it; discovery answers over
+# HTTP (bash's /dev/tcp, so no curl is needed); SIGTERM stops it cleanly.
+"$KW" serve --data-dir "$tmp/svc2" --port 0 > "$tmp/serve.out" 2> "$tmp/serve.err" &
+serve_pid=$!
+for _ in $(seq 50); do grep -q '^listening on ' "$tmp/serve.out" 2>/dev/null && break; sleep 0.1; done
+url=$(head -1 "$tmp/serve.out" | sed 's/^listening on //')
+port=${url##*:}
+CONSUMER=9188040d-6c67-4c5b-b112-36a304b66dad
+discovery=$(exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+  printf 'GET /%s/v2.0/.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$CONSUMER" >&3 &&
+  timeout 5 cat <&3)
+if grep -q "\"issuer\":\"$url/$CONSUMER/v2.0\"" <<<"$discovery"; then
+  pass=$((pass + 1)); echo "PASS serve answers discovery on the printed port"
+else
+  fail=$((fail + 1)); echo "FAIL serve discovery (url '$url')"; head -3 "$tmp/serve.err"
+fi
+kill -TERM "$serve_pid"; wait "$serve_pid"; rc=$?
+if [ "$rc" -eq 0 ]; then pass=$((pass + 1)); echo "PASS serve stops on SIGTERM"; else fail=$((fail + 1)); echo "FAIL serve exit $rc after SIGTERM"; fi
+mode=$(stat -c %a "$tmp/svc2/master.key")
+if [ "$mode" = 600 ]; then pass=$((pass + 1)); echo "PASS serve created master.key 0600"; else fail=$((fail + 1)); echo "FAIL master.key mode $mode"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

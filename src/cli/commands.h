@@ -15,5 +15,6 @@ void RegisterTokenCommands(CLI::App& app, int* exit_code);
 void RegisterKeysCommands(CLI::App& app, int* exit_code);
 void RegisterDemoCommand(CLI::App& app, int* exit_code);
 void RegisterAdminCommands(CLI::App& app, int* exit_code);
+void RegisterServeCommand(CLI::App& app, int* exit_code);
 
 }  // namespace kw::cli

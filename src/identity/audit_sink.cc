@@ -25,6 +25,10 @@ std::string_view AuditEventTypeName(AuditEventType t) {
     case AuditEventType::kKeyUnsealed: return "key_unsealed";
     case AuditEventType::kKeyAgeWarning: return "key_age_warning";
     case AuditEventType::kKeyFirstUsed: return "key_first_used";
+    case AuditEventType::kTokenIssued: return "token_issued";
+    case AuditEventType::kTokenRefused: return "token_refused";
+    case AuditEventType::kTokenRevoked: return "token_revoked";
+    case AuditEventType::kSignInFailed: return "sign_in_failed";
   }
   return "unknown";
 }

@@ -1,4 +1,4 @@
-// Audit events of the identity service's key management, and where they go.
+// Audit events of the identity service's key management and token endpoints, and where they go.
 //
 // Every change in a signing key's life (generated, published, activated, retiring, retired,
 // revoked), every unsealing of a private key, the first signature made with a key and every
@@ -34,6 +34,13 @@ enum class AuditEventType {
   kKeyUnsealed,    // a private key was decrypted from the store into memory
   kKeyAgeWarning,  // a key still in the JWKS passed the age-warning threshold
   kKeyFirstUsed,   // the first signature with the key
+  // Token events of the identity service (service.h). `kid` is the signing key (issued) or
+  // empty; `detail` names the client, grant, jti, audience and scopes, or the refusal's error
+  // code and reason. Never a secret, password, token or hash.
+  kTokenIssued,    // an access token was issued
+  kTokenRefused,   // a token request was refused (bad client, bad grant, bad parameters)
+  kTokenRevoked,   // a token's jti was revoked (RFC 7009)
+  kSignInFailed,   // a user's credentials did not verify (password grant)
 };
 
 // "key_generated", "key_published", ... (stable: the audit log and alerts match on them).

@@ -1,0 +1,176 @@
+// IdentityService: the identity service's HTTP surface (OpenID Connect discovery, JWKS and the
+// OAuth 2.0 token, introspection and revocation endpoints), over the directory and key rings.
+//
+// Start here to run an identity provider:
+//
+//   kw::identity::IdentityServiceOptions options;
+//   options.data_dir = "/var/lib/keyward";
+//   KW_ASSIGN_OR_RETURN(auto service, kw::identity::IdentityService::Open(options));
+//   KW_ASSIGN_OR_RETURN(auto router, service->BuildRouter());
+//   kw::http::Server server(server_options, std::move(router));
+//   KW_RETURN_IF_ERROR(server.Start());
+//   KW_RETURN_IF_ERROR(service->SetBaseUrl("http://127.0.0.1:" + std::to_string(server.port())));
+//
+// The base URL may be given in the options instead; SetBaseUrl exists because with port 0 the
+// URL is only known once the server has bound. Until a base URL is set every route answers 503.
+//
+// Data directory (created 0700 if missing):
+//   keyward.db             the Directory (tenants, users, apps) and the revoked_tokens table
+//   keys.db                the SqliteKeyStore (sealed signing keys)
+//   master.key             the MasterKey; created 0600 on first start. A file readable by group
+//                          or others, or malformed, makes Open fail with MasterKey::Load's error.
+//   identity-audit.jsonl   the FileAuditSink (key life cycle and token events)
+//
+// Issuers and rings: the consumer issuer is IssuerUrl(base, kConsumerTenantId) (consumer kind);
+// every enterprise tenant has its own issuer IssuerUrl(base, TENANT) and its own KeyRing, opened
+// on first use. Every ring is attached to one shared TrustStore (trust_store()), so a key
+// revoked in a ring is refused by introspection (and by every Verifier on that store) at once.
+// Rings advance on a background thread every tick_interval_seconds and on Tick().
+//
+// Routes (TENANT is a tenant id; an unknown tenant is a 404 not_found JSON error):
+//   GET  /TENANT/v2.0/.well-known/openid-configuration  discovery document. There is no
+//        authorization endpoint yet, so authorization_endpoint and response_types_supported are
+//        omitted (the document is an RFC 8414 server metadata document, not a full OIDC one).
+//   GET  /TENANT/v2.0/keys        the tenant's ring's JWKS (each key with kid, alg, use, issuer)
+//   POST /TENANT/v2.0/token       RFC 6749 token endpoint: grant_type client_credentials, and
+//        password when enable_password_grant. Client authentication by HTTP Basic or
+//        client_secret_post (never both); the app must be registered in TENANT. Optional
+//        `scope` (a subset of the app's scopes; default all of them) and `resource` or
+//        `audience` (one of the app's audiences; default its first). Access token claims: iss,
+//        sub (client id, or the user id for password), aud, exp, iat, nbf, jti, tid, azp, scp.
+//        Errors (RFC 6749 §5.2): invalid_request 400 (malformed or repeated parameters, missing
+//        grant_type, two client authentication methods), invalid_client 401 (with
+//        WWW-Authenticate: Basic unless the client authenticated in the body), unauthorized_client 400 (app without audiences), invalid_grant
+//        400 (wrong user credentials), unsupported_grant_type 400, invalid_scope 400,
+//        invalid_target 400 (RFC 8707: an audience the app may not request).
+//   POST /TENANT/v2.0/introspect  RFC 7662, client authentication required. A token is active
+//        iff a Verifier on the shared TrustStore accepts it with issuers = every issuer of this
+//        service ("BASE/{tenantid}/v2.0", which also covers the consumer issuer) and audiences =
+//        the requesting client's audiences (a client introspects the tokens meant for it; a
+//        client without audiences sees every token inactive), its tid is TENANT and its jti is
+//        not revoked. Otherwise {"active":false}.
+//   POST /TENANT/v2.0/revoke      RFC 7009, client authentication required. 200 for every
+//        well-formed request; a token that verifies as for introspection and was issued to the
+//        requesting client (azp) has its jti revoked (in memory and in SQLite, so it survives a
+//        restart). A valid token of another client is refused with 400 unauthorized_client
+//        (RFC 7009 §2.1); an invalid or unknown token is not an error.
+// Every token issued, refused and revoked, and every failed password sign-in, is an audit event
+// (audit_sink.h). Secrets, passwords, tokens and hashes never reach a response, a log line or an
+// audit event.
+//
+// Thread safety: handlers run on the server's I/O threads concurrently; every public method is
+// thread-safe. The service must outlive any server using its router.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include "core/clock.h"
+#include "core/sqlite.h"
+#include "core/status.h"
+#include "http/router.h"
+#include "identity/audit_sink.h"
+#include "identity/directory.h"
+#include "identity/key_ring.h"
+#include "identity/key_store.h"
+#include "identity/master_key.h"
+#include "token/token_cache.h"
+#include "token/trust_store.h"
+
+namespace kw::identity {
+
+struct IdentityServiceOptions {
+  // "http://127.0.0.1:8080" (no trailing slash needed). May be empty: see SetBaseUrl.
+  std::string base_url;
+  std::string data_dir;  // required
+  KeyRingPolicy ring_policy;
+  // Lifetime of access tokens; 1..3600 and at most ring_policy.max_token_lifetime_seconds.
+  int64_t access_token_lifetime_seconds = 3600;
+  bool enable_password_grant = false;
+  PasswordCost password_cost = PasswordCost::Interactive();
+  // Period of the background Tick of all rings, in real seconds; 0: no thread (call Tick()).
+  int64_t tick_interval_seconds = 60;
+  const Clock* clock = Clock::System();  // must outlive the service
+};
+
+class IdentityService {
+ public:
+  // Opens or creates everything under options.data_dir (see the file comment) and opens the
+  // consumer ring when a base URL is given. Errors: InvalidArgument for bad options; the
+  // MasterKey::Load error (PermissionDenied "... chmod 600 it", InvalidArgument) for an unsafe
+  // or malformed master key; Unavailable for an unusable data directory; store and ring errors.
+  static Result<std::unique_ptr<IdentityService>> Open(IdentityServiceOptions options);
+
+  ~IdentityService();
+  IdentityService(const IdentityService&) = delete;
+  IdentityService& operator=(const IdentityService&) = delete;
+
+  // Sets the base URL once (FailedPrecondition if already set; InvalidArgument if empty) and
+  // opens the consumer ring.
+  Status SetBaseUrl(std::string base_url);
+
+  // The routes above, bound to this service.
+  Result<http::Router> BuildRouter();
+
+  // Advances every open ring and forgets expired revoked jtis. Returns the first error.
+  Status Tick();
+
+  // The ring of `tenant_id` (the consumer ring for kConsumerTenantId), opened on first use and
+  // valid as long as the service. NotFound for an unknown tenant; FailedPrecondition before a
+  // base URL is set.
+  Result<KeyRing*> Ring(std::string_view tenant_id);
+
+  Directory& directory() { return *directory_; }
+  const std::shared_ptr<token::TrustStore>& trust_store() const { return trust_store_; }
+  // The issuer of `tenant_id` ("" before a base URL is set).
+  std::string IssuerFor(std::string_view tenant_id) const;
+
+ private:
+  explicit IdentityService(IdentityServiceOptions options);
+
+  std::string base_url() const;
+  http::Response Discovery(const http::Request& req);
+  http::Response Keys(const http::Request& req);
+  http::Response Token(const http::Request& req);
+  http::Response Introspect(const http::Request& req);
+  http::Response Revoke(const http::Request& req);
+
+  // Verifies `token` as introspection does (see the file comment) for `client` at `tenant_id`;
+  // a reason sentence in *why when it is not active.
+  std::shared_ptr<const token::VerifiedToken> VerifyForClient(std::string_view token,
+                                                              const ClientApp& client,
+                                                              std::string_view tenant_id,
+                                                              std::string* why);
+  bool IsRevoked(std::string_view jti) const;
+  Status RecordRevoked(const std::string& jti, int64_t exp);
+  void Audit(AuditEventType type, std::string_view tenant_id, std::string_view kid,
+             std::string detail);
+  void TickLoop();
+
+  IdentityServiceOptions options_;
+  std::shared_ptr<const MasterKey> master_;
+  std::unique_ptr<Directory> directory_;
+  std::shared_ptr<sqlite::Db> revocation_db_;
+  std::shared_ptr<KeyStore> key_store_;
+  std::shared_ptr<AuditSink> audit_;
+  std::shared_ptr<token::TrustStore> trust_store_;
+
+  mutable std::mutex mu_;  // guards base_url_, rings_, revoked_
+  std::string base_url_;
+  std::map<std::string, std::unique_ptr<KeyRing>, std::less<>> rings_;
+  std::unordered_map<std::string, int64_t> revoked_;  // jti -> exp
+
+  std::mutex tick_mu_;
+  std::condition_variable tick_cv_;
+  bool stopping_ = false;
+  std::thread ticker_;
+};
+
+}  // namespace kw::identity

@@ -1,0 +1,521 @@
+// End-to-end tests of the identity service: the service and a real http::Server on an ephemeral
+// port, driven over HTTP by a minimal blocking client.
+#include "identity/service.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/base64url.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "http/server.h"
+#include "identity/test_util.h"
+#include "token/jws.h"
+#include "token/verifier.h"
+
+namespace kw::identity {
+namespace {
+
+using token::Reason;
+
+constexpr std::string_view kTenantA = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+constexpr std::string_view kTenantB = "4a1c2f3e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
+constexpr std::string_view kAudience = "https://mail.keyward.test";
+constexpr std::string_view kPassword = "correct horse battery staple";
+
+struct HttpResult {
+  int status = 0;
+  std::string headers;  // raw header block
+  std::string body;
+};
+
+// One request on a fresh connection ("Connection: close"), read to EOF. status 0 on failure.
+HttpResult Send(uint16_t port, std::string_view method, std::string_view target,
+                std::string_view body = {}, std::string_view extra_headers = {}) {
+  HttpResult out;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return out;
+  }
+  std::string req = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method,
+                                target);
+  if (method == "POST") {
+    req += fmt::format("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                       body.size());
+  }
+  req += extra_headers;
+  req += "\r\n";
+  req += body;
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) raw.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  size_t split = raw.find("\r\n\r\n");
+  if (raw.size() < 12 || split == std::string::npos) return out;
+  out.status = std::stoi(raw.substr(9, 3));
+  out.headers = raw.substr(0, split);
+  out.body = raw.substr(split + 4);
+  return out;
+}
+
+std::string FormEncode(std::string_view s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out += fmt::format("%{:02X}", ch);
+    }
+  }
+  return out;
+}
+
+std::string BasicHeader(std::string_view id, std::string_view secret) {
+  std::string b = Base64UrlEncode(FormEncode(id) + ":" + FormEncode(secret));
+  for (char& ch : b) {
+    if (ch == '-') ch = '+';
+    if (ch == '_') ch = '/';
+  }
+  while (b.size() % 4) b.push_back('=');
+  return "Authorization: Basic " + b + "\r\n";
+}
+
+// A member of a JSON object body, as text ("" if absent or not a string / bool / int).
+std::string Member(const std::string& body, std::string_view name) {
+  json::StrictParser parser;
+  auto doc = parser.Parse(body);
+  if (!doc.ok() || !doc->is_object()) return "";
+  auto v = doc->get_object().value()[name];
+  if (v.error()) return "";
+  if (v.is_string()) return std::string(v.get_string().value());
+  if (v.is_bool()) return v.get_bool().value() ? "true" : "false";
+  if (v.is_int64()) return std::to_string(v.get_int64().value());
+  return json::Minify(v.value());
+}
+
+std::string KidOf(std::string_view token) {
+  token::ParsedJws jws;
+  std::string detail;
+  if (token::ParseCompactJws(token, {}, &jws, &detail) != Reason::kOk) return "";
+  return jws.kid;
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kw::SetLogSink(
+        [this](LogLevel, std::string_view line) {
+          std::lock_guard lock(log_mu_);
+          log_.emplace_back(line);
+        },
+        LogLevel::kDebug);
+  }
+  void TearDown() override {
+    server_.reset();
+    service_.reset();
+    kw::SetLogSink(nullptr);
+  }
+
+  void Start(bool password_grant = false) {
+    IdentityServiceOptions o;
+    o.data_dir = dir_.File("data");
+    o.enable_password_grant = password_grant;
+    o.password_cost = PasswordCost::Minimum();
+    o.tick_interval_seconds = 0;
+    o.clock = &clock_;
+    auto s = IdentityService::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    service_ = std::move(*s);
+    auto& d = service_->directory();
+    if (!d.GetTenant(kTenantA).ok()) {
+      ASSERT_TRUE(d.CreateTenant("Contoso", kTenantA).ok());
+      ASSERT_TRUE(d.CreateTenant("Fabrikam", kTenantB).ok());
+      ClientApp a;
+      a.tenant_id = kTenantA;
+      a.name = "mail-daemon";
+      a.audiences = {std::string(kAudience), "https://calendar.keyward.test"};
+      a.scopes = {"Mail.Read", "Mail.Send"};
+      auto ca = d.CreateApp(a);
+      ASSERT_TRUE(ca.ok());
+      app_a_ = ca->app.client_id;
+      secret_a_ = ca->client_secret;
+      a.name = "other-daemon";
+      auto ca2 = d.CreateApp(a);
+      ASSERT_TRUE(ca2.ok());
+      app_a2_ = ca2->app.client_id;
+      secret_a2_ = ca2->client_secret;
+      a.tenant_id = kTenantB;
+      auto cb = d.CreateApp(a);
+      ASSERT_TRUE(cb.ok());
+      app_b_ = cb->app.client_id;
+      secret_b_ = cb->client_secret;
+      ASSERT_TRUE(d.CreateUser(kTenantA, "alice", kPassword).ok());
+    }
+    auto router = service_->BuildRouter();
+    ASSERT_TRUE(router.ok());
+    http::ServerOptions so;
+    so.threads = 2;
+    server_ = std::make_unique<http::Server>(so, std::move(*router));
+    ASSERT_TRUE(server_->Start().ok());
+    ASSERT_TRUE(
+        service_->SetBaseUrl(fmt::format("http://127.0.0.1:{}", server_->port())).ok());
+  }
+
+  std::string Path(std::string_view tenant, std::string_view endpoint) {
+    return fmt::format("/{}/v2.0/{}", tenant, endpoint);
+  }
+  HttpResult Post(std::string_view tenant, std::string_view endpoint, std::string_view body,
+                  std::string_view headers = {}) {
+    return Send(server_->port(), "POST", Path(tenant, endpoint), body, headers);
+  }
+  // client_credentials at tenant A with client_secret_post.
+  HttpResult TokenA(std::string extra = "") {
+    return Post(kTenantA, "token",
+                fmt::format("grant_type=client_credentials&client_id={}&client_secret={}{}",
+                            app_a_, secret_a_, extra));
+  }
+  std::string IssueA() {
+    HttpResult r = TokenA();
+    EXPECT_EQ(r.status, 200) << r.body;
+    return Member(r.body, "access_token");
+  }
+  HttpResult IntrospectA(std::string_view token) {
+    return Post(kTenantA, "introspect", "token=" + std::string(token),
+                BasicHeader(app_a_, secret_a_));
+  }
+  token::VerifierPolicy PolicyA() {
+    token::VerifierPolicy p;
+    p.issuers = {service_->IssuerFor(kTenantA)};
+    p.audiences = {std::string(kAudience)};
+    return p;
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_{static_cast<int64_t>(::time(nullptr)) * 1000};
+  std::unique_ptr<IdentityService> service_;
+  std::unique_ptr<http::Server> server_;
+  std::string app_a_, secret_a_, app_a2_, secret_a2_, app_b_, secret_b_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(ServiceTest, DiscoveryDocument) {
+  Start();
+  std::string iss = service_->IssuerFor(kTenantA);
+  HttpResult r = Send(server_->port(), "GET", Path(kTenantA, ".well-known/openid-configuration"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Member(r.body, "issuer"), iss);
+  EXPECT_EQ(Member(r.body, "jwks_uri"), iss + "/keys");
+  EXPECT_EQ(Member(r.body, "token_endpoint"), iss + "/token");
+  EXPECT_EQ(Member(r.body, "introspection_endpoint"), iss + "/introspect");
+  EXPECT_EQ(Member(r.body, "revocation_endpoint"), iss + "/revoke");
+  EXPECT_EQ(Member(r.body, "grant_types_supported"), R"(["client_credentials"])");
+  EXPECT_EQ(Member(r.body, "token_endpoint_auth_methods_supported"),
+            R"(["client_secret_basic","client_secret_post"])");
+  EXPECT_EQ(Member(r.body, "id_token_signing_alg_values_supported"), R"(["ES256"])");
+  EXPECT_EQ(Member(r.body, "authorization_endpoint"), "");
+
+  HttpResult unknown = Send(server_->port(), "GET",
+                            Path("00000000-0000-0000-0000-000000000000",
+                                 ".well-known/openid-configuration"));
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(Member(unknown.body, "error"), "not_found");
+}
+
+TEST_F(ServiceTest, JwksVerifiesIssuedToken) {
+  Start();
+  std::string token = IssueA();
+  HttpResult r = Send(server_->port(), "GET", Path(kTenantA, "keys"));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find(KidOf(token)), std::string::npos);
+  EXPECT_NE(r.body.find(R"("issuer":")" + service_->IssuerFor(kTenantA)), std::string::npos);
+  auto store = token::TrustStore::FromJwks(r.body, "", token::IssuerKind::kEnterprise, kTenantA);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  token::Verifier verifier(std::shared_ptr<token::TrustStore>(std::move(*store)), PolicyA(),
+                           &clock_);
+  auto v = verifier.Verify(token);
+  ASSERT_TRUE(v.ok()) << v.detail;
+  EXPECT_EQ(v.token->claims.sub, app_a_);
+  EXPECT_EQ(v.token->claims.azp, app_a_);
+  EXPECT_EQ(v.token->claims.tid, kTenantA);
+  EXPECT_EQ(v.token->claims.scp, "Mail.Read Mail.Send");
+  EXPECT_FALSE(v.token->claims.jti.empty());
+  EXPECT_EQ(*v.token->claims.exp - *v.token->claims.iat, 3600);
+}
+
+TEST_F(ServiceTest, ClientCredentialsBasicAndPost) {
+  Start();
+  HttpResult basic = Post(kTenantA, "token", "grant_type=client_credentials&scope=Mail.Read",
+                          BasicHeader(app_a_, secret_a_));
+  ASSERT_EQ(basic.status, 200) << basic.body;
+  EXPECT_EQ(Member(basic.body, "token_type"), "Bearer");
+  EXPECT_EQ(Member(basic.body, "expires_in"), "3600");
+  EXPECT_EQ(Member(basic.body, "scope"), "Mail.Read");
+  EXPECT_NE(basic.headers.find("Cache-Control: no-store"), std::string::npos);
+  HttpResult post = TokenA("&resource=https%3A%2F%2Fcalendar.keyward.test");
+  ASSERT_EQ(post.status, 200) << post.body;
+
+  token::Verifier verifier(service_->trust_store(), PolicyA(), &clock_);
+  auto v = verifier.Verify(Member(basic.body, "access_token"));
+  ASSERT_TRUE(v.ok()) << v.detail;
+  EXPECT_EQ(v.token->claims.aud, std::vector<std::string>{std::string(kAudience)});
+  // The second token is for the calendar audience, not the mail one.
+  EXPECT_EQ(verifier.Verify(Member(post.body, "access_token")).reason, Reason::kAudienceMismatch);
+}
+
+TEST_F(ServiceTest, TokenEndpointErrors) {
+  Start();
+  struct Case {
+    std::string name, tenant, body, headers;
+    int status;
+    std::string error;
+  };
+  std::string cc = "grant_type=client_credentials";
+  std::string post_a = fmt::format("&client_id={}&client_secret={}", app_a_, secret_a_);
+  std::vector<Case> cases = {
+      {"wrong secret (post)", std::string(kTenantA),
+       fmt::format("{}&client_id={}&client_secret=wrong", cc, app_a_), "", 401, "invalid_client"},
+      {"wrong secret (basic)", std::string(kTenantA), cc, BasicHeader(app_a_, "wrong"), 401,
+       "invalid_client"},
+      {"no client auth", std::string(kTenantA), cc, "", 401, "invalid_client"},
+      {"unknown grant", std::string(kTenantA), "grant_type=urn:foo" + post_a, "", 400,
+       "unsupported_grant_type"},
+      {"password disabled", std::string(kTenantA),
+       fmt::format("grant_type=password&username=alice&password={}{}", FormEncode(kPassword),
+                   post_a),
+       "", 400, "unsupported_grant_type"},
+      {"scope not allowed", std::string(kTenantA), cc + "&scope=Mail.Read%20Admin" + post_a, "",
+       400, "invalid_scope"},
+      {"malformed scope", std::string(kTenantA), cc + "&scope=Mail.Read%20%20Mail.Send" + post_a,
+       "", 400, "invalid_scope"},
+      {"audience not allowed", std::string(kTenantA), cc + "&audience=https%3A%2F%2Fevil" + post_a,
+       "", 400, "invalid_target"},
+      {"duplicate parameter", std::string(kTenantA), cc + "&grant_type=client_credentials" + post_a,
+       "", 400, "invalid_request"},
+      {"malformed form", std::string(kTenantA), cc + "&&x=1" + post_a, "", 400, "invalid_request"},
+      {"bad percent-encoding", std::string(kTenantA), cc + "&scope=%zz" + post_a, "", 400,
+       "invalid_request"},
+      {"missing grant_type", std::string(kTenantA), post_a.substr(1), "", 400, "invalid_request"},
+      {"two auth methods", std::string(kTenantA),
+       cc + "&client_secret=" + secret_a_, BasicHeader(app_a_, secret_a_), 400,
+       "invalid_request"},
+      {"tenant A app at tenant B", std::string(kTenantB), cc + post_a, "", 401,
+       "invalid_client"},
+      {"tenant A app at tenant B (basic)", std::string(kTenantB), cc,
+       BasicHeader(app_a_, secret_a_), 401, "invalid_client"},
+  };
+  for (const Case& c : cases) {
+    HttpResult r = Post(c.tenant, "token", c.body, c.headers);
+    EXPECT_EQ(r.status, c.status) << c.name << ": " << r.body;
+    EXPECT_EQ(Member(r.body, "error"), c.error) << c.name << ": " << r.body;
+    // A Basic challenge unless the client authenticated in the body (RFC 6749 §5.2).
+    bool challenged = r.headers.find("WWW-Authenticate: Basic") != std::string::npos;
+    EXPECT_EQ(challenged, c.status == 401 && c.body.find("client_secret") == std::string::npos)
+        << c.name;
+  }
+  // The right app at its own tenant B works.
+  HttpResult ok = Post(kTenantB, "token", cc, BasicHeader(app_b_, secret_b_));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST_F(ServiceTest, PasswordGrantWhenEnabled) {
+  Start(/*password_grant=*/true);
+  std::string base = fmt::format("grant_type=password&username=alice&client_id={}&client_secret={}",
+                                 app_a_, secret_a_);
+  HttpResult ok = Post(kTenantA, "token", base + "&password=" + FormEncode(kPassword));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  token::Verifier verifier(service_->trust_store(), PolicyA(), &clock_);
+  auto v = verifier.Verify(Member(ok.body, "access_token"));
+  ASSERT_TRUE(v.ok()) << v.detail;
+  auto users = service_->directory().ListUsers(kTenantA);
+  ASSERT_TRUE(users.ok());
+  EXPECT_EQ(v.token->claims.sub, users->front().id);
+
+  HttpResult bad = Post(kTenantA, "token", base + "&password=wrong-password");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(Member(bad.body, "error"), "invalid_grant");
+  std::string audit = testing::ReadAllOrEmpty(dir_.File("data/identity-audit.jsonl"));
+  EXPECT_NE(audit.find("sign_in_failed"), std::string::npos);
+  EXPECT_EQ(audit.find("wrong-password"), std::string::npos);
+  EXPECT_EQ(audit.find(FormEncode(kPassword)), std::string::npos);
+  EXPECT_EQ(audit.find(std::string(kPassword)), std::string::npos);
+}
+
+TEST_F(ServiceTest, ConsumerKeyForgingEnterpriseTokenIsInactive) {
+  Start();
+  // A token signed by the consumer ring's key but claiming tenant A's issuer: the 2023 forgery.
+  auto consumer = service_->Ring(kConsumerTenantId);
+  ASSERT_TRUE(consumer.ok());
+  auto key = (*consumer)->SigningKey();
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(service_->Ring(kTenantA).ok());
+  int64_t now = clock_.NowSeconds();
+  std::string claims = fmt::format(
+      R"({{"iss":"{}","tid":"{}","aud":"{}","sub":"{}","azp":"{}","jti":"forged-1","iat":{},"nbf":{},"exp":{}}})",
+      service_->IssuerFor(kTenantA), kTenantA, kAudience, app_a_, app_a_, now, now, now + 600);
+  auto forged = token::SignCompact(key->key, key->alg, key->kid, claims);
+  ASSERT_TRUE(forged.ok());
+
+  HttpResult r = IntrospectA(*forged);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, R"({"active":false})");
+  token::Verifier verifier(service_->trust_store(), PolicyA(), &clock_);
+  EXPECT_EQ(verifier.Verify(*forged).reason, Reason::kKeyIssuerMismatch);
+
+  // The genuine token is active, with its claims.
+  std::string genuine = IssueA();
+  HttpResult g = IntrospectA(genuine);
+  EXPECT_EQ(Member(g.body, "active"), "true") << g.body;
+  EXPECT_EQ(Member(g.body, "client_id"), app_a_);
+  EXPECT_EQ(Member(g.body, "tid"), kTenantA);
+}
+
+TEST_F(ServiceTest, RevokedTokenIsInactiveAcrossRestart) {
+  Start();
+  std::string token = IssueA();
+  EXPECT_EQ(Member(IntrospectA(token).body, "active"), "true");
+  // Another client may not revoke it.
+  HttpResult other = Post(kTenantB, "revoke", "token=" + token, BasicHeader(app_b_, secret_b_));
+  EXPECT_EQ(other.status, 200);  // not a valid token at tenant B: nothing to do
+  EXPECT_EQ(Member(IntrospectA(token).body, "active"), "true");
+  HttpResult other_a = Post(kTenantA, "revoke", "token=" + token, BasicHeader(app_a2_, secret_a2_));
+  EXPECT_EQ(other_a.status, 400);
+  EXPECT_EQ(Member(other_a.body, "error"), "unauthorized_client");
+  EXPECT_EQ(Member(IntrospectA(token).body, "active"), "true");
+
+  HttpResult rv = Post(kTenantA, "revoke", "token=" + token, BasicHeader(app_a_, secret_a_));
+  EXPECT_EQ(rv.status, 200) << rv.body;
+  EXPECT_EQ(IntrospectA(token).body, R"({"active":false})");
+  // Revoking again and revoking garbage are fine.
+  EXPECT_EQ(Post(kTenantA, "revoke", "token=" + token, BasicHeader(app_a_, secret_a_)).status, 200);
+  EXPECT_EQ(Post(kTenantA, "revoke", "token=garbage", BasicHeader(app_a_, secret_a_)).status, 200);
+  EXPECT_EQ(Post(kTenantA, "revoke", "token=x", BasicHeader(app_a_, "wrong")).status, 401);
+  EXPECT_EQ(Post(kTenantA, "revoke", "", BasicHeader(app_a_, secret_a_)).status, 400);
+
+  // After a restart on the same data directory (and the same base URL), still revoked; a
+  // fresh token of the same key is still active.
+  std::string base = service_->IssuerFor("x");
+  server_.reset();
+  service_.reset();
+  IdentityServiceOptions o;
+  o.data_dir = dir_.File("data");
+  o.password_cost = PasswordCost::Minimum();
+  o.tick_interval_seconds = 0;
+  o.clock = &clock_;
+  o.base_url = base.substr(0, base.size() - std::string_view("/x/v2.0").size());
+  auto s = IdentityService::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  service_ = std::move(*s);
+  auto router = service_->BuildRouter();
+  ASSERT_TRUE(router.ok());
+  server_ = std::make_unique<http::Server>(http::ServerOptions{}, std::move(*router));
+  ASSERT_TRUE(server_->Start().ok());
+  EXPECT_EQ(IntrospectA(token).body, R"({"active":false})");
+  std::string fresh = IssueA();
+  EXPECT_EQ(KidOf(fresh), KidOf(token));
+  EXPECT_EQ(Member(IntrospectA(fresh).body, "active"), "true");
+
+  std::string audit = testing::ReadAllOrEmpty(dir_.File("data/identity-audit.jsonl"));
+  EXPECT_NE(audit.find("\"type\":\"token_revoked\""), std::string::npos);
+  EXPECT_NE(audit.find("\"type\":\"token_issued\""), std::string::npos);
+}
+
+TEST_F(ServiceTest, RevokedKeyMakesItsTokensInactiveAtOnce) {
+  Start();
+  std::string token = IssueA();
+  EXPECT_EQ(Member(IntrospectA(token).body, "active"), "true");
+  auto ring = service_->Ring(kTenantA);
+  ASSERT_TRUE(ring.ok());
+  ASSERT_TRUE((*ring)->Revoke(KidOf(token), "suspected theft").ok());
+  EXPECT_EQ(IntrospectA(token).body, R"({"active":false})");
+  // The next token is signed by a new key.
+  std::string next = IssueA();
+  EXPECT_NE(KidOf(next), KidOf(token));
+  EXPECT_EQ(Member(IntrospectA(next).body, "active"), "true");
+  HttpResult jwks = Send(server_->port(), "GET", Path(kTenantA, "keys"));
+  EXPECT_EQ(jwks.body.find(KidOf(token)), std::string::npos);
+}
+
+TEST_F(ServiceTest, WorldReadableMasterKeyRefusesToStart) {
+  ::mkdir(dir_.File("data").c_str(), 0700);
+  testing::WriteWithMode(dir_.File("data/master.key"), std::string(64, 'a') + "\n", 0644);
+  IdentityServiceOptions o;
+  o.data_dir = dir_.File("data");
+  o.tick_interval_seconds = 0;
+  auto s = IdentityService::Open(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(s.status().message().find("chmod 600"), std::string::npos) << s.status().message();
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("data/keyward.db")));
+
+  testing::WriteWithMode(dir_.File("data/master.key"), "not a key\n", 0600);
+  auto m = IdentityService::Open(o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServiceTest, MasterKeyCreatedPrivateOnFirstStart) {
+  Start();
+  struct stat st {};
+  ASSERT_EQ(::stat(dir_.File("data/master.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(ServiceTest, SecretsNeverInResponsesLogsOrAudit) {
+  Start(/*password_grant=*/true);
+  std::vector<HttpResult> responses;
+  responses.push_back(TokenA());
+  responses.push_back(Post(kTenantA, "token", "grant_type=client_credentials",
+                           BasicHeader(app_a_, secret_a_)));
+  responses.push_back(Post(kTenantB, "token", "grant_type=client_credentials",
+                           BasicHeader(app_a_, secret_a_)));
+  responses.push_back(Post(kTenantA, "token", "grant_type=nope", BasicHeader(app_a_, secret_a_)));
+  responses.push_back(Post(kTenantA, "token",
+                           "grant_type=client_credentials&scope=Nope&client_id=" + app_a_ +
+                               "&client_secret=" + secret_a_));
+  responses.push_back(Post(kTenantA, "token",
+                           fmt::format("grant_type=password&username=alice&password={}",
+                                       FormEncode(kPassword)),
+                           BasicHeader(app_a_, secret_a_)));
+  std::string token = Member(responses[0].body, "access_token");
+  responses.push_back(IntrospectA(token));
+  responses.push_back(Post(kTenantA, "revoke", "token=" + token, BasicHeader(app_a_, secret_a_)));
+  ASSERT_FALSE(token.empty());
+  for (const auto& r : responses) {
+    EXPECT_EQ(r.body.find(secret_a_), std::string::npos) << r.body;
+    EXPECT_EQ(r.headers.find(secret_a_), std::string::npos);
+  }
+  std::string audit = testing::ReadAllOrEmpty(dir_.File("data/identity-audit.jsonl"));
+  EXPECT_NE(audit.find("token_refused"), std::string::npos);
+  for (std::string_view secret : {std::string_view(secret_a_), std::string_view(token),
+                                  kPassword}) {
+    EXPECT_EQ(audit.find(secret), std::string::npos) << secret;
+  }
+  std::lock_guard lock(log_mu_);
+  EXPECT_FALSE(log_.empty());  // the access log at least
+  for (const auto& line : log_) {
+    EXPECT_EQ(line.find(secret_a_), std::string::npos) << line;
+    EXPECT_EQ(line.find(token), std::string::npos) << line;
+    EXPECT_EQ(line.find(kPassword), std::string::npos) << line;
+  }
+}
+
+}  // namespace
+}  // namespace kw::identity
