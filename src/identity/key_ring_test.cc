@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "identity/test_util.h"
 #include "token/jws.h"
+#include "token/test_util.h"
 #include "token/verifier.h"
 
 namespace kw::identity {
@@ -26,15 +27,12 @@ using token::Reason;
 constexpr int64_t kHour = 3600;
 constexpr int64_t kDay = 24 * kHour;
 constexpr int64_t kT0 = 1'700'000'000;
-constexpr std::string_view kTenantA = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-constexpr std::string_view kTenantB = "4a1c2f3e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
-constexpr std::string_view kConsumerTenant = "9188040d-6c67-4c5b-b112-36a304b66dad";
-constexpr std::string_view kAudience = "https://mail.keyward.test";
-constexpr std::string_view kTemplate = "https://login.keyward.test/{tenantid}/v2.0";
-
-std::string IssuerOf(std::string_view tenant) {
-  return fmt::format("https://login.keyward.test/{}/v2.0", tenant);
-}
+using token::testing::IssuerOf;
+using token::testing::kAudience;
+using token::testing::kConsumerTenant;
+using token::testing::kTemplate;
+using token::testing::kTenantA;
+using token::testing::kTenantB;
 IssuerIdentity Enterprise(std::string_view tenant) {
   return {IssuerOf(tenant), IssuerKind::kEnterprise, std::string(tenant)};
 }

@@ -573,7 +573,8 @@ http::Response IdentityService::Token(const http::Request& req) {
   return NoStoreJson(out.Take());
 }
 
-http::Response IdentityService::Introspect(const http::Request& req) {
+std::variant<http::Response, IdentityService::ClientTokenRequest>
+IdentityService::ReadClientTokenRequest(const http::Request& req, std::string_view action) {
   const std::string tenant(req.PathParam("tenant"));
   auto t = directory_->GetTenant(tenant);
   if (!t.ok()) return http::ErrorResponse(404, "not_found", "unknown tenant");
@@ -585,13 +586,20 @@ http::Response IdentityService::Introspect(const http::Request& req) {
   auto app = directory_->AuthenticateClient(creds.id, creds.secret);
   if (!app.ok() || app->tenant_id != tenant) {
     Audit(AuditEventType::kTokenRefused, tenant, "",
-          fmt::format("introspection by client '{}' refused: invalid_client", Quoted(creds.id)));
+          fmt::format("{} by client '{}' refused: invalid_client", action, Quoted(creds.id)));
     return OAuthError(401, "invalid_client", "client authentication failed", creds.basic);
   }
   auto token_it = form->find("token");
   if (token_it == form->end()) return OAuthError(400, "invalid_request", "token is required");
+  return ClientTokenRequest{tenant, std::move(app).value(), token_it->second};
+}
+
+http::Response IdentityService::Introspect(const http::Request& req) {
+  auto read = ReadClientTokenRequest(req, "introspection");
+  if (auto* error = std::get_if<http::Response>(&read)) return std::move(*error);
+  const auto& [tenant, app, token] = std::get<ClientTokenRequest>(read);
   std::string why;
-  auto verified = VerifyForClient(token_it->second, *app, tenant, &why);
+  auto verified = VerifyForClient(token, app, tenant, &why);
   if (!verified) return NoStoreJson(R"({"active":false})");
   const token::Claims& c = verified->claims;
   json::Writer w;
@@ -611,31 +619,18 @@ http::Response IdentityService::Introspect(const http::Request& req) {
 }
 
 http::Response IdentityService::Revoke(const http::Request& req) {
-  const std::string tenant(req.PathParam("tenant"));
-  auto t = directory_->GetTenant(tenant);
-  if (!t.ok()) return http::ErrorResponse(404, "not_found", "unknown tenant");
-  if (base_url().empty()) return http::ErrorResponse(503, "temporarily_unavailable", "starting up");
-  auto form = http::ParseFormRequest(req);
-  if (!form.ok()) return OAuthError(400, "invalid_request", form.status().message());
-  ClientCredentials creds;
-  if (auto err = ExtractClientCredentials(req, *form, &creds)) return *err;
-  auto app = directory_->AuthenticateClient(creds.id, creds.secret);
-  if (!app.ok() || app->tenant_id != tenant) {
-    Audit(AuditEventType::kTokenRefused, tenant, "",
-          fmt::format("revocation by client '{}' refused: invalid_client", Quoted(creds.id)));
-    return OAuthError(401, "invalid_client", "client authentication failed", creds.basic);
-  }
-  auto token_it = form->find("token");
-  if (token_it == form->end()) return OAuthError(400, "invalid_request", "token is required");
+  auto read = ReadClientTokenRequest(req, "revocation");
+  if (auto* error = std::get_if<http::Response>(&read)) return std::move(*error);
+  const auto& [tenant, app, token] = std::get<ClientTokenRequest>(read);
   std::string why;
-  auto verified = VerifyForClient(token_it->second, *app, tenant, &why);
+  auto verified = VerifyForClient(token, app, tenant, &why);
   // RFC 7009 §2.2: an invalid token (unknown, expired, already revoked) is not an error.
   if (!verified) return http::JsonResponse(200, "{}");
   const token::Claims& c = verified->claims;
-  if (c.azp != app->client_id) {
+  if (c.azp != app.client_id) {
     Audit(AuditEventType::kTokenRefused, tenant, verified->kid,
           fmt::format("revocation of jti '{}' by client '{}' refused: issued to another client",
-                      c.jti, app->client_id));
+                      c.jti, app.client_id));
     return OAuthError(400, "unauthorized_client", "the token was not issued to this client");
   }
   Status s = RecordRevoked(c.jti, c.exp.value_or(0));
@@ -645,7 +640,7 @@ http::Response IdentityService::Revoke(const http::Request& req) {
         s.message());
   }
   Audit(AuditEventType::kTokenRevoked, tenant, verified->kid,
-        fmt::format("jti '{}' sub '{}' revoked by client '{}'", c.jti, c.sub, app->client_id));
+        fmt::format("jti '{}' sub '{}' revoked by client '{}'", c.jti, c.sub, app.client_id));
   return http::JsonResponse(200, "{}");
 }
 

@@ -71,6 +71,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
 #include "core/clock.h"
 #include "core/sqlite.h"
@@ -141,6 +142,18 @@ class IdentityService {
   http::Response Token(const http::Request& req);
   http::Response Introspect(const http::Request& req);
   http::Response Revoke(const http::Request& req);
+
+  // The front shared by the introspection and revocation endpoints: the tenant exists, the
+  // service has its base URL, the form parses, the client authenticates for that tenant, and a
+  // "token" parameter is present. Otherwise the error response to send; `action` names the
+  // endpoint in the audit event of a refused client.
+  struct ClientTokenRequest {
+    std::string tenant;
+    ClientApp app;
+    std::string token;
+  };
+  std::variant<http::Response, ClientTokenRequest> ReadClientTokenRequest(
+      const http::Request& req, std::string_view action);
 
   // Verifies `token` as introspection does (see the file comment) for `client` at `tenant_id`;
   // a reason sentence in *why when it is not active.

@@ -7,19 +7,20 @@
 #include "core/base64url.h"
 #include "core/clock.h"
 #include "crypto/crypto.h"
+#include "identity/directory.h"
 #include "token/jws.h"
 #include "token/verifier.h"
 
 namespace kw::sim {
 namespace {
 
-constexpr std::string_view kConsumerTenant = "9188040d-6c67-4c5b-b112-36a304b66dad";
+constexpr std::string_view kConsumerTenant = identity::kConsumerTenantId;
 constexpr std::string_view kTenantA = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 constexpr std::string_view kTenantB = "4a1c2f3e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
 constexpr std::string_view kAudience = "https://mail.keyward.test";
 
 std::string Issuer(std::string_view tenant) {
-  return fmt::format("https://login.keyward.test/{}/v2.0", tenant);
+  return identity::IssuerUrl("https://login.keyward.test", tenant);
 }
 
 std::string Claims(std::string_view iss, std::string_view tid, int64_t now,
