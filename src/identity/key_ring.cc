@@ -511,6 +511,94 @@ Status KeyRing::Revoke(std::string_view kid, std::string_view reason) {
   return Status::Ok();
 }
 
+Result<std::string> KeyRing::Rotate(bool immediate, std::string_view reason) {
+  if (reason.empty()) return InvalidArgumentError("a rotation needs a reason");
+  std::lock_guard lock(mu_);
+  const int64_t now = deps_.clock->NowSeconds();
+  std::vector<AuditEvent> events;
+  Status advanced = AdvanceLocked(now, &events);
+  if (!advanced.ok()) Log(LogLevel::kError, "key ring of {}: {}", issuer_.Describe(), advanced.ToString());
+  size_t from = events.size();
+  Entry* pending = nullptr;
+  for (auto& up : keys_) {
+    if (up->rec.state == SigningKeyState::kPublished) pending = up.get();
+  }
+  std::vector<Entry*> changed;
+  if (!immediate && pending) {
+    EmitLocked(&events, 0);
+    return pending->rec.kid;
+  }
+  auto made = GenerateLocked(now, now + policy_.pre_publication_seconds, immediate, &events);
+  if (!made.ok()) {
+    EmitLocked(&events, 0);
+    return made.status();
+  }
+  if (immediate) {
+    for (auto& up : keys_) {
+      Entry* e = up.get();
+      if (e == *made) continue;
+      if (e->rec.state == SigningKeyState::kActive) {
+        StartRetiringLocked(e, now, fmt::format("rotated at once to key '{}'", (*made)->rec.kid),
+                            &events);
+        changed.push_back(e);
+      } else if (e->rec.state == SigningKeyState::kPublished) {
+        RetireLocked(e, now, fmt::format("superseded unused by key '{}'", (*made)->rec.kid),
+                     &events);
+        changed.push_back(e);
+      }
+    }
+  }
+  for (size_t i = from; i < events.size(); ++i) {
+    if (events[i].type != AuditEventType::kKeyGenerated) continue;
+    events[i].detail =
+        immediate ? fmt::format("{} key generated and activated at once by an operator rotation "
+                                "({}); never used after {}",
+                                crypto::AlgorithmName((*made)->rec.alg), reason,
+                                FormatUtc((*made)->rec.not_after))
+                  : events[i].detail + fmt::format(" (operator rotation: {})", reason);
+  }
+  Status first;
+  for (Entry* e : changed) {
+    Status s = PersistLocked(*e);
+    if (!s.ok() && first.ok()) first = s;
+  }
+  Status synced = SyncAllLocked();
+  EmitLocked(&events, 0);
+  if (!synced.ok()) return synced;
+  if (!first.ok()) return first;
+  return (*made)->rec.kid;
+}
+
+Result<std::vector<std::string>> KeyRing::RefreshFromStore() {
+  std::vector<std::string> revoked;
+  if (!deps_.store) return revoked;
+  // Read outside the lock: signing goes on while the database is queried.
+  KW_ASSIGN_OR_RETURN(std::vector<KeyRecord> stored, deps_.store->Load(issuer_.issuer));
+  std::lock_guard lock(mu_);
+  std::vector<AuditEvent> events;
+  for (const KeyRecord& r : stored) {
+    if (r.state != SigningKeyState::kRevoked || !(r.issuer == issuer_)) continue;
+    for (auto& up : keys_) {
+      Entry* e = up.get();
+      if (e->rec.kid != r.kid || e->rec.state == SigningKeyState::kRevoked) continue;
+      SigningKeyState was = e->rec.state;
+      e->rec.state = SigningKeyState::kRevoked;
+      e->rec.revoked_at = r.revoked_at;
+      e->rec.revoked_reason = r.revoked_reason;
+      e->priv.reset();
+      events.push_back(MakeEvent(deps_.clock->NowSeconds(), AuditEventType::kKeyRevoked, r.kid,
+                                 fmt::format("revoked while {} by another process: {}",
+                                             SigningKeyStateName(was), r.revoked_reason)));
+      revoked.push_back(r.kid);
+    }
+  }
+  if (revoked.empty()) return revoked;
+  Status synced = SyncAllLocked();
+  EmitLocked(&events, 0);
+  if (!synced.ok()) return synced;
+  return revoked;
+}
+
 bool KeyRing::InJwksLocked(const Entry& e, int64_t now) const {
   const KeyRecord& r = e.rec;
   if (!Live(r.state) || now >= r.not_after) return false;

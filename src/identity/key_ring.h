@@ -141,6 +141,23 @@ class KeyRing {
   // is still revoked in this process and the error is returned.
   Status Revoke(std::string_view kid, std::string_view reason);
 
+  // Operator-initiated rotation. Scheduled (immediate = false): a successor is generated now and
+  // signs after the pre-publication period, superseding the active key then; if a successor is
+  // already pending, nothing new is generated and its kid is returned. Immediate: a new key
+  // signs at once (no pre-publication: for a suspected compromise of the active key), the
+  // active key starts retiring (its tokens verify until they expire; revoke it to stop that)
+  // and pending successors are retired unused. Returns the kid of the key that will sign next.
+  // Events key_generated/key_published(/key_activated, key_retiring) name `reason`.
+  // InvalidArgument for an empty reason; store errors as GenerateLocked.
+  Result<std::string> Rotate(bool immediate, std::string_view reason);
+
+  // Applies revocations made by another process (`keyward keys revoke`, another server on the
+  // same database) to this ring: every key the store holds as revoked but this ring does not is
+  // revoked here, in every attached TrustStore at once, with a key_revoked event. Returns the
+  // kids newly revoked. The service calls it every key_refresh_interval, which bounds the time a
+  // revocation takes to reach another process.
+  Result<std::vector<std::string>> RefreshFromStore();
+
   // The JWKS ({"keys":[...]}) of the keys that verify now or will soon: published, active and
   // retiring keys before their not_after (and, if retiring, before their verify_until). Each JWK
   // has the key's public members and "kid", "alg", "use":"sig", "issuer", "issuer_kind" and,

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "core/json.h"
+
 namespace kw::identity {
 namespace {
 
@@ -166,6 +168,68 @@ Result<std::vector<KeyRecord>> SqliteKeyStore::Load(std::string_view issuer) {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+std::string KeyRecordsJson(const std::vector<KeyRecord>& records, int64_t now) {
+  json::Writer w;
+  w.BeginObject().Key("keys").BeginArray();
+  for (const KeyRecord& r : records) {
+    w.BeginObject()
+        .Key("kid").String(r.kid)
+        .Key("issuer").String(r.issuer.issuer)
+        .Key("issuer_kind").String(token::IssuerKindName(r.issuer.kind))
+        .Key("tenant").String(r.issuer.tenant_id)
+        .Key("alg").String(crypto::AlgorithmName(r.alg))
+        .Key("state").String(SigningKeyStateName(r.state))
+        .Key("created").Int(r.created)
+        .Key("not_before").Int(r.not_before)
+        .Key("not_after").Int(r.not_after)
+        .Key("age_days").Int((now - r.created) / 86400)
+        .Key("activated_at").Int(r.activated_at)
+        .Key("retiring_at").Int(r.retiring_at)
+        .Key("verify_until").Int(r.verify_until)
+        .Key("retired_at").Int(r.retired_at)
+        .Key("revoked_at").Int(r.revoked_at)
+        .Key("revoked_reason").String(r.revoked_reason)
+        .Key("first_used_at").Int(r.first_used_at)
+        .Key("master_key_id").String(r.master_key_id)
+        .EndObject();
+  }
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
+Result<std::vector<KeyRecord>> SqliteKeyStore::LoadAll() {
+  std::lock_guard lock(mu_);
+  KW_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare(fmt::format("SELECT {} FROM keys ORDER BY created, kid", kColumns)));
+  std::vector<KeyRecord> out;
+  while (true) {
+    KW_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    KW_ASSIGN_OR_RETURN(KeyRecord r, ReadRow(st));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Result<KeyRecord> SqliteKeyStore::LoadKid(std::string_view kid) {
+  std::lock_guard lock(mu_);
+  KW_ASSIGN_OR_RETURN(sqlite::Statement st,
+                      db_->Prepare(fmt::format("SELECT {} FROM keys WHERE kid = ?", kColumns)));
+  st.Bind(1, kid);
+  KW_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return NotFoundError(fmt::format("no key '{}'", kid));
+  return ReadRow(st);
+}
+
+Result<int64_t> SqliteKeyStore::DataVersion() {
+  std::lock_guard lock(mu_);
+  KW_ASSIGN_OR_RETURN(sqlite::Statement st, db_->Prepare("PRAGMA data_version"));
+  KW_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return InternalError("PRAGMA data_version returned no row");
+  return st.Int(0);
 }
 
 Status SqliteKeyStore::Save(const KeyRecord& r) {

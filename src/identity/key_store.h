@@ -84,6 +84,11 @@ struct KeyRecord {
   int64_t age_warned_at = 0;
 };
 
+// {"keys":[{kid, issuer, issuer_kind, tenant, alg, state, created, not_before, not_after,
+// age_days, activated_at, retiring_at, verify_until, retired_at, revoked_at, revoked_reason,
+// first_used_at, master_key_id}, ...]}: what operators see of keys (never a sealed blob).
+std::string KeyRecordsJson(const std::vector<KeyRecord>& records, int64_t now);
+
 // Persistence of key records. Implementations must be thread-safe.
 class KeyStore {
  public:
@@ -110,6 +115,15 @@ class SqliteKeyStore final : public KeyStore {
   Result<std::vector<KeyRecord>> Load(std::string_view issuer) override;
   Status Save(const KeyRecord& record) override;
   Status Update(const KeyRecord& record) override;
+
+  // Every record of every issuer, oldest first (for `keyward keys list`).
+  Result<std::vector<KeyRecord>> LoadAll();
+  // The record with this kid. NotFound if there is none.
+  Result<KeyRecord> LoadKid(std::string_view kid);
+  // SQLite's data_version of this connection: it changes whenever another connection (another
+  // process, e.g. `keyward keys revoke`) commits to the database, and only then. A cheap test of
+  // whether RefreshFromStore has anything to find.
+  Result<int64_t> DataVersion();
 
   const std::shared_ptr<sqlite::Db>& db() const { return db_; }
 

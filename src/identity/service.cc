@@ -1,6 +1,9 @@
 #include "identity/service.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -12,8 +15,10 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
 
 #include "core/base64url.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "crypto/crypto.h"
@@ -62,7 +67,51 @@ struct ClientCredentials {
   std::string id;
   std::string secret;
   bool basic = false;
+  bool public_client = false;  // client_id in the body, no secret: a public client
 };
+
+// The admin API's bearer token from `path`, created (0600, 32 random bytes) if missing.
+// PermissionDenied for a file readable by group or others, InvalidArgument for a short one.
+Result<std::string> LoadOrCreateAdminToken(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) {
+      return UnavailableError(fmt::format("cannot stat {}: {}", path, std::strerror(errno)));
+    }
+    std::string token = Base64UrlEncode(crypto::RandomBytes(32));
+    KW_RETURN_IF_ERROR(WriteFileAtomic(path, token + "\n", 0600));
+    Log(LogLevel::kInfo, "identity: created admin API token file {}", path);
+    return token;
+  }
+  if ((st.st_mode & 077) != 0) {
+    return PermissionDeniedError(fmt::format(
+        "the admin token file {} is readable by group or others (mode {:o}); chmod 600 it", path,
+        st.st_mode & 0777));
+  }
+  KW_ASSIGN_OR_RETURN(std::string token, ReadFile(path, 4096));
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (token.size() < 32) {
+    return InvalidArgumentError(
+        fmt::format("the admin token in {} is shorter than 32 characters", path));
+  }
+  return token;
+}
+
+// RFC 3986 percent-encoding of everything but unreserved characters.
+std::string PercentEncode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
 
 // Reads the client's credentials from Authorization: Basic (RFC 6749 §2.3.1, each half
 // form-urlencoded) or from client_id/client_secret in the body. Returns an error response for
@@ -104,11 +153,15 @@ std::optional<http::Response> ExtractClientCredentials(const http::Request& req,
     out->basic = true;
     return std::nullopt;
   }
-  if (body_id == form.end() || body_secret == form.end()) {
+  if (body_id == form.end()) {
     return OAuthError(401, "invalid_client", "client authentication is required", true);
   }
   out->id = body_id->second;
-  out->secret = body_secret->second;
+  if (body_secret == form.end()) {
+    out->public_client = true;
+  } else {
+    out->secret = body_secret->second;
+  }
   return std::nullopt;
 }
 
@@ -137,6 +190,22 @@ std::string JoinScopes(const std::vector<std::string>& scopes) {
 
 std::string Quoted(std::string_view s) { return http::PrintableForMessage(s, 80); }
 
+// OpenID Connect scopes every client may request at the authorization endpoint.
+bool IsOidcScope(std::string_view s) {
+  return s == "openid" || s == "profile" || s == "email" || s == "offline_access";
+}
+
+// Authenticates `c` for `tenant`: a confidential client by its secret, a public client by its
+// registration alone (the grant must then be one a public client may use).
+Result<ClientApp> AuthenticateFor(Directory& dir, const ClientCredentials& c,
+                                  std::string_view tenant) {
+  Result<ClientApp> app = c.public_client ? dir.GetApp(c.id) : dir.AuthenticateClient(c.id, c.secret);
+  if (!app.ok() || app->tenant_id != tenant || (c.public_client && app->confidential)) {
+    return UnauthenticatedError("invalid client");
+  }
+  return app;
+}
+
 }  // namespace
 
 // ---- construction ----
@@ -150,6 +219,7 @@ IdentityService::~IdentityService() {
   }
   tick_cv_.notify_all();
   if (ticker_.joinable()) ticker_.join();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 Result<std::unique_ptr<IdentityService>> IdentityService::Open(IdentityServiceOptions options) {
@@ -174,6 +244,18 @@ Result<std::unique_ptr<IdentityService>> IdentityService::Open(IdentityServiceOp
   std::string base_url = std::move(options.base_url);
   options.base_url.clear();
   std::unique_ptr<IdentityService> s(new IdentityService(std::move(options)));
+
+  // One service per data directory: two would rotate the same rings independently.
+  s->lock_fd_ = ::open((dir + "/serve.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (s->lock_fd_ < 0) {
+    return UnavailableError(fmt::format("cannot open {}/serve.lock: {}", dir, std::strerror(errno)));
+  }
+  if (::flock(s->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return FailedPreconditionError(fmt::format(
+        "another keyward process (a running `keyward serve`?) has the data directory {} open; "
+        "use its admin API instead",
+        dir));
+  }
 
   // The master key first: nothing else should be created next to an unsafe key file.
   const std::string key_path = dir + "/master.key";
@@ -205,8 +287,16 @@ Result<std::unique_ptr<IdentityService>> IdentityService::Open(IdentityServiceOp
       s->revoked_[q.Text(0)] = q.Int(1);
     }
   }
+  KW_ASSIGN_OR_RETURN(auto gdb, sqlite::Db::Open(dir + "/keyward.db"));
+  KW_ASSIGN_OR_RETURN(s->grants_, GrantStore::Open(std::shared_ptr<sqlite::Db>(std::move(gdb)),
+                                                   s->options_.clock));
   KW_ASSIGN_OR_RETURN(auto keys, SqliteKeyStore::OpenFile(dir + "/keys.db"));
   s->key_store_ = std::move(keys);
+  KW_ASSIGN_OR_RETURN(s->key_data_version_, s->key_store_->DataVersion());
+  if (s->options_.enable_admin_api) {
+    KW_ASSIGN_OR_RETURN(std::string admin, LoadOrCreateAdminToken(dir + "/admin.token"));
+    s->admin_token_sha256_ = crypto::Sha256(admin);
+  }
   KW_ASSIGN_OR_RETURN(auto audit, FileAuditSink::Open(dir + "/identity-audit.jsonl"));
   s->audit_ = std::move(audit);
   s->trust_store_ = std::make_shared<token::TrustStore>();
@@ -224,7 +314,11 @@ Status IdentityService::SetBaseUrl(std::string base_url) {
   {
     std::lock_guard lock(mu_);
     if (!base_url_.empty()) return FailedPreconditionError("base URL already set");
-    base_url_ = std::move(base_url);
+    base_url_ = base_url;
+  }
+  Status written = WriteFileAtomic(options_.data_dir + "/base-url", base_url + "\n", 0600);
+  if (!written.ok()) {
+    Log(LogLevel::kWarning, "identity: cannot record the base URL: {}", written.message());
   }
   return Ring(kConsumerTenantId).status();
 }
@@ -274,19 +368,47 @@ Status IdentityService::Tick() {
     Status s = ring->Tick().status();
     if (!s.ok() && first.ok()) first = s;
   }
+  if (auto pruned = grants_->Prune(); !pruned.ok() && first.ok()) first = pruned.status();
   auto del = revocation_db_->Prepare("DELETE FROM revoked_tokens WHERE exp < ?");
   if (!del.ok()) return first.ok() ? del.status() : first;
   Status s = del->Bind(1, horizon).Run();
   return first.ok() ? s : first;
 }
 
+Result<std::vector<std::string>> IdentityService::RefreshKeysFromStore() {
+  std::vector<std::string> revoked;
+  KW_ASSIGN_OR_RETURN(int64_t version, key_store_->DataVersion());
+  std::vector<KeyRing*> rings;
+  {
+    std::lock_guard lock(mu_);
+    if (version == key_data_version_) return revoked;
+    key_data_version_ = version;
+    for (auto& [id, ring] : rings_) rings.push_back(ring.get());
+  }
+  for (KeyRing* ring : rings) {
+    KW_ASSIGN_OR_RETURN(std::vector<std::string> kids, ring->RefreshFromStore());
+    revoked.insert(revoked.end(), kids.begin(), kids.end());
+  }
+  return revoked;
+}
+
 void IdentityService::TickLoop() {
+  const auto tick_every = std::chrono::seconds(options_.tick_interval_seconds);
+  const auto refresh_every = std::chrono::milliseconds(
+      std::clamp<int64_t>(options_.key_refresh_interval_ms, 10, 1000 * options_.tick_interval_seconds));
+  auto next_tick = std::chrono::steady_clock::now() + tick_every;
   std::unique_lock lock(tick_mu_);
-  while (!tick_cv_.wait_for(lock, std::chrono::seconds(options_.tick_interval_seconds),
-                            [this] { return stopping_; })) {
+  while (!tick_cv_.wait_for(lock, refresh_every, [this] { return stopping_; })) {
     lock.unlock();
-    Status s = Tick();
-    if (!s.ok()) Log(LogLevel::kError, "identity: periodic key ring tick failed: {}", s.message());
+    auto refreshed = RefreshKeysFromStore();
+    if (!refreshed.ok()) {
+      Log(LogLevel::kError, "identity: key refresh failed: {}", refreshed.status().message());
+    }
+    if (std::chrono::steady_clock::now() >= next_tick) {
+      next_tick += tick_every;
+      Status s = Tick();
+      if (!s.ok()) Log(LogLevel::kError, "identity: periodic key ring tick failed: {}", s.message());
+    }
     lock.lock();
   }
 }
@@ -383,23 +505,34 @@ http::Response IdentityService::Discovery(const http::Request& req) {
   json::Writer w;
   w.BeginObject()
       .Key("issuer").String(issuer)
+      .Key("authorization_endpoint").String(issuer + "/authorize")
       .Key("jwks_uri").String(issuer + "/keys")
       .Key("token_endpoint").String(issuer + "/token")
       .Key("introspection_endpoint").String(issuer + "/introspect")
       .Key("revocation_endpoint").String(issuer + "/revoke");
-  w.Key("grant_types_supported").BeginArray().String("client_credentials");
+  w.Key("response_types_supported").BeginArray().String("code").EndArray();
+  w.Key("response_modes_supported").BeginArray().String("query").EndArray();
+  w.Key("code_challenge_methods_supported").BeginArray().String("S256").EndArray();
+  w.Key("authorization_response_iss_parameter_supported").Bool(true);
+  w.Key("scopes_supported").BeginArray();
+  for (std::string_view sc : {"openid", "profile", "email", "offline_access"}) w.String(sc);
+  w.EndArray();
+  w.Key("grant_types_supported").BeginArray()
+      .String("authorization_code").String("refresh_token").String("client_credentials");
   if (options_.enable_password_grant) w.String("password");
   w.EndArray();
-  for (std::string_view key : {"token_endpoint_auth_methods_supported",
-                               "introspection_endpoint_auth_methods_supported",
-                               "revocation_endpoint_auth_methods_supported"}) {
-    w.Key(key).BeginArray().String("client_secret_basic").String("client_secret_post").EndArray();
-  }
+  w.Key("token_endpoint_auth_methods_supported").BeginArray()
+      .String("client_secret_basic").String("client_secret_post").String("none").EndArray();
+  w.Key("introspection_endpoint_auth_methods_supported").BeginArray()
+      .String("client_secret_basic").String("client_secret_post").EndArray();
+  w.Key("revocation_endpoint_auth_methods_supported").BeginArray()
+      .String("client_secret_basic").String("client_secret_post").String("none").EndArray();
   w.Key("id_token_signing_alg_values_supported").BeginArray()
       .String(crypto::AlgorithmName(options_.ring_policy.algorithm)).EndArray();
   w.Key("subject_types_supported").BeginArray().String("public").EndArray();
   w.Key("claims_supported").BeginArray();
-  for (std::string_view c : {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tid", "azp", "scp"}) {
+  for (std::string_view c : {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tid", "azp", "scp",
+                             "auth_time", "nonce", "preferred_username"}) {
     w.String(c);
   }
   w.EndArray();
@@ -464,8 +597,8 @@ http::Response IdentityService::Token(const http::Request& req) {
     return *err;
   }
   client_label = Quoted(creds.id);
-  auto app = directory_->AuthenticateClient(creds.id, creds.secret);
-  if (!app.ok() || app->tenant_id != tenant) {
+  auto app = AuthenticateFor(*directory_, creds, tenant);
+  if (!app.ok()) {
     // One answer for an unknown client, a wrong secret and another tenant's client.
     return refuse(401, "invalid_client", "client authentication failed", creds.basic);
   }
@@ -473,104 +606,242 @@ http::Response IdentityService::Token(const http::Request& req) {
   auto grant_it = form->find("grant_type");
   if (grant_it == form->end()) return refuse(400, "invalid_request", "grant_type is required");
   const std::string& grant = grant_it->second;
-  std::string subject = app->client_id;
-  std::string username;
-  if (grant == "password" && options_.enable_password_grant) {
-    auto u = form->find("username");
-    auto p = form->find("password");
-    if (u == form->end() || p == form->end()) {
-      return refuse(400, "invalid_request", "username and password are required");
+  auto param = [&](std::string_view name) -> const std::string* {
+    auto it = form->find(name);
+    return it == form->end() ? nullptr : &it->second;
+  };
+  if (creds.public_client && (grant == "client_credentials" || grant == "password")) {
+    return refuse(400, "unauthorized_client",
+                  "a public client may use authorization_code and refresh_token only");
+  }
+
+  Issue issue;
+  issue.grant = grant;
+  if (grant == "authorization_code") {
+    const std::string* code = param("code");
+    const std::string* redirect = param("redirect_uri");
+    const std::string* verifier = param("code_verifier");
+    if (!code || !redirect || !verifier) {
+      return refuse(400, "invalid_request", "code, redirect_uri and code_verifier are required");
     }
-    auto user = directory_->Authenticate(tenant, u->second, p->second);
-    if (!user.ok()) {
-      Audit(AuditEventType::kSignInFailed, tenant, "",
-            fmt::format("user '{}' via client '{}': invalid username or password",
-                        Quoted(u->second), client_label));
-      return refuse(400, "invalid_grant", "invalid username or password");
+    auto redeemed = grants_->RedeemCode(*code, app->client_id, *redirect, *verifier);
+    if (!redeemed.ok()) {
+      Log(LogLevel::kError, "identity: token: {} (request {})", redeemed.status().message(),
+          req.request_id);
+      return refuse(500, "server_error", "internal error");
     }
-    subject = user->id;
-    username = user->username;
-  } else if (grant != "client_credentials") {
+    if (redeemed->refusal != GrantRefusal::kNone) {
+      RevokeJtis(redeemed->revoked_jtis, tenant, "authorization code replayed");
+      return refuse(400, "invalid_grant",
+                    fmt::format("the authorization code is invalid ({})",
+                                GrantRefusalName(redeemed->refusal)));
+    }
+    Grant& g = redeemed->grant;
+    issue.subject = g.user_id;
+    issue.username = g.username;
+    issue.audience = g.audience;
+    issue.nonce = g.nonce;
+    issue.auth_time = g.auth_time;
+    issue.family_id = redeemed->family_id;
+    issue.refresh_token = redeemed->refresh_token;
+    issue.scopes = *SplitScopes(g.scope.empty() ? std::string("openid") : g.scope);
+    issue.id_token = std::find(issue.scopes.begin(), issue.scopes.end(), "openid") !=
+                     issue.scopes.end();
+  } else if (grant == "refresh_token") {
+    const std::string* rt = param("refresh_token");
+    if (!rt) return refuse(400, "invalid_request", "refresh_token is required");
+    auto rotated = grants_->RotateRefresh(*rt, app->client_id);
+    if (!rotated.ok()) {
+      Log(LogLevel::kError, "identity: token: {} (request {})", rotated.status().message(),
+          req.request_id);
+      return refuse(500, "server_error", "internal error");
+    }
+    if (rotated->refusal != GrantRefusal::kNone) {
+      if (rotated->refusal == GrantRefusal::kRefreshReused) {
+        RevokeJtis(rotated->revoked_jtis, tenant, "refresh token reused");
+        Audit(AuditEventType::kTokenRevoked, tenant, "",
+              fmt::format("refresh token reuse by client '{}': family '{}' revoked with {} "
+                          "access tokens",
+                          client_label, rotated->family_id, rotated->revoked_jtis.size()));
+      }
+      return refuse(400, "invalid_grant", fmt::format("the refresh token is invalid ({})",
+                                                      GrantRefusalName(rotated->refusal)));
+    }
+    Grant& g = rotated->grant;
+    issue.subject = g.user_id;
+    issue.username = g.username;
+    issue.audience = g.audience;
+    issue.auth_time = g.auth_time;
+    issue.family_id = rotated->family_id;
+    issue.refresh_token = rotated->refresh_token;
+    std::vector<std::string> granted = *SplitScopes(g.scope.empty() ? std::string("openid") : g.scope);
+    issue.scopes = granted;
+    if (const std::string* sc = param("scope")) {
+      // RFC 6749 §6: a narrower scope, never a wider one.
+      auto requested = SplitScopes(*sc);
+      if (!requested) return refuse(400, "invalid_scope", "malformed scope parameter");
+      for (const auto& one : *requested) {
+        if (std::find(granted.begin(), granted.end(), one) == granted.end()) {
+          return refuse(400, "invalid_scope",
+                        fmt::format("scope '{}' was not granted", Quoted(one)));
+        }
+      }
+      issue.scopes = std::move(*requested);
+    }
+    issue.id_token = std::find(issue.scopes.begin(), issue.scopes.end(), "openid") !=
+                     issue.scopes.end();
+  } else if (grant == "client_credentials" ||
+             (grant == "password" && options_.enable_password_grant)) {
+    issue.subject = app->client_id;
+    if (grant == "password") {
+      const std::string* u = param("username");
+      const std::string* p = param("password");
+      if (!u || !p) return refuse(400, "invalid_request", "username and password are required");
+      auto user = directory_->Authenticate(tenant, *u, *p);
+      if (!user.ok()) {
+        Audit(AuditEventType::kSignInFailed, tenant, "",
+              fmt::format("user '{}' via client '{}': invalid username or password", Quoted(*u),
+                          client_label));
+        return refuse(400, "invalid_grant", "invalid username or password");
+      }
+      issue.subject = user->id;
+      issue.username = user->username;
+      issue.auth_time = options_.clock->NowSeconds();
+    }
+    issue.scopes = app->scopes;
+    if (const std::string* sc = param("scope")) {
+      auto requested = SplitScopes(*sc);
+      if (!requested) return refuse(400, "invalid_scope", "malformed scope parameter");
+      for (const auto& one : *requested) {
+        if (std::find(app->scopes.begin(), app->scopes.end(), one) == app->scopes.end()) {
+          return refuse(400, "invalid_scope",
+                        fmt::format("scope '{}' is not granted to this client", Quoted(one)));
+        }
+      }
+      issue.scopes = std::move(*requested);
+    }
+    const std::string* resource = param("resource");
+    const std::string* audience_param = param("audience");
+    if (resource && audience_param) {
+      return refuse(400, "invalid_request", "give resource or audience, not both");
+    }
+    if (audience_param) resource = audience_param;
+    if (app->audiences.empty()) {
+      return refuse(400, "unauthorized_client", "the client has no registered audience");
+    }
+    issue.audience = app->audiences.front();
+    if (resource) {
+      if (std::find(app->audiences.begin(), app->audiences.end(), *resource) ==
+          app->audiences.end()) {
+        return refuse(400, "invalid_target",
+                      "the requested audience is not allowed for this client");
+      }
+      issue.audience = *resource;
+    }
+  } else {
     return refuse(400, "unsupported_grant_type", "the grant type is not supported");
   }
+  return IssueTokens(**ring, tenant, *app, client_label, issue, req.request_id);
+}
 
-  std::vector<std::string> scopes = app->scopes;
-  if (auto s = form->find("scope"); s != form->end()) {
-    auto requested = SplitScopes(s->second);
-    if (!requested) return refuse(400, "invalid_scope", "malformed scope parameter");
-    for (const auto& one : *requested) {
-      if (std::find(app->scopes.begin(), app->scopes.end(), one) == app->scopes.end()) {
-        return refuse(400, "invalid_scope",
-                      fmt::format("scope '{}' is not granted to this client", Quoted(one)));
-      }
-    }
-    scopes = std::move(*requested);
-  }
-  auto resource = form->find("resource");
-  auto audience_param = form->find("audience");
-  if (resource != form->end() && audience_param != form->end()) {
-    return refuse(400, "invalid_request", "give resource or audience, not both");
-  }
-  if (audience_param != form->end()) resource = audience_param;
-  if (app->audiences.empty()) {
-    return refuse(400, "unauthorized_client", "the client has no registered audience");
-  }
-  std::string audience = app->audiences.front();
-  if (resource != form->end()) {
-    if (std::find(app->audiences.begin(), app->audiences.end(), resource->second) ==
-        app->audiences.end()) {
-      return refuse(400, "invalid_target", "the requested audience is not allowed for this client");
-    }
-    audience = resource->second;
-  }
-
-  auto signing = (*ring)->SigningKey();
-  if (!signing.ok()) {
-    Log(LogLevel::kError, "identity: token: no signing key for {}: {} (request {})",
-        (*ring)->issuer().Describe(), signing.status().message(), req.request_id);
-    return refuse(500, "server_error", "no signing key is available");
+http::Response IdentityService::IssueTokens(KeyRing& ring, const std::string& tenant,
+                                            const ClientApp& app, const std::string& client_label,
+                                            const Issue& issue, const std::string& request_id) {
+  auto fail = [&](std::string_view what, const Status& s) {
+    Log(LogLevel::kError, "identity: token: {} for {}: {} (request {})", what,
+        ring.issuer().Describe(), s.message(), request_id);
+    Audit(AuditEventType::kTokenRefused, tenant, "",
+          fmt::format("client '{}' grant '{}' refused: server_error: {}", client_label,
+                      issue.grant, what));
+    return OAuthError(500, "server_error", "the token could not be issued");
+  };
+  // OpenID scopes name what the client may learn of the user, not what the API may do: they
+  // stay out of the access token's scp.
+  std::vector<std::string> api_scopes;
+  for (const auto& sc : issue.scopes) {
+    if (!IsOidcScope(sc)) api_scopes.push_back(sc);
   }
   const int64_t now = options_.clock->NowSeconds();
+  // The key is chosen once, so the access and ID tokens carry the same kid and expiry bound.
+  auto signing = ring.SigningKey();
+  if (!signing.ok()) return fail("no signing key is available", signing.status());
   const int64_t exp = std::min(now + options_.access_token_lifetime_seconds, signing->latest_exp);
   const std::string jti = Base64UrlEncode(crypto::RandomBytes(16));
-  const std::string scp = JoinScopes(scopes);
+  const std::string scp = JoinScopes(api_scopes);
   json::Writer w;
   w.BeginObject()
-      .Key("iss").String((*ring)->issuer().issuer)
-      .Key("sub").String(subject)
-      .Key("aud").String(audience)
+      .Key("iss").String(ring.issuer().issuer)
+      .Key("sub").String(issue.subject)
+      .Key("aud").String(issue.audience)
       .Key("exp").Int(exp)
       .Key("iat").Int(now)
       .Key("nbf").Int(now)
       .Key("jti").String(jti)
       .Key("tid").String(tenant)
-      .Key("azp").String(app->client_id)
+      .Key("azp").String(app.client_id)
       .Key("scp").String(scp);
-  if (!username.empty()) w.Key("preferred_username").String(username);
+  if (!issue.username.empty()) w.Key("preferred_username").String(issue.username);
   w.EndObject();
-  auto token_text = (*ring)->SignJwt(w.str());
-  if (!token_text.ok()) {
-    Log(LogLevel::kError, "identity: token: signing failed for {}: {} (request {})",
-        (*ring)->issuer().Describe(), token_text.status().message(), req.request_id);
-    return refuse(500, "server_error", "the token could not be signed");
-  }
+  auto access = ring.SignJwt(w.str());
+  if (!access.ok()) return fail("signing the access token failed", access.status());
   std::string kid;
   {
     token::ParsedJws jws;
     std::string ignored;
-    if (token::ParseCompactJws(*token_text, {}, &jws, &ignored) == token::Reason::kOk) kid = jws.kid;
+    if (token::ParseCompactJws(*access, {}, &jws, &ignored) == token::Reason::kOk) kid = jws.kid;
+  }
+  std::string id_token;
+  if (issue.id_token) {
+    json::Writer idw;
+    idw.BeginObject()
+        .Key("iss").String(ring.issuer().issuer)
+        .Key("sub").String(issue.subject)
+        .Key("aud").String(app.client_id)
+        .Key("exp").Int(exp)
+        .Key("iat").Int(now)
+        .Key("nbf").Int(now)
+        .Key("tid").String(tenant)
+        .Key("azp").String(app.client_id);
+    if (issue.auth_time) idw.Key("auth_time").Int(issue.auth_time);
+    if (!issue.nonce.empty()) idw.Key("nonce").String(issue.nonce);
+    if (!issue.username.empty()) idw.Key("preferred_username").String(issue.username);
+    idw.EndObject();
+    auto signed_id = ring.SignJwt(idw.str());
+    if (!signed_id.ok()) return fail("signing the ID token failed", signed_id.status());
+    id_token = std::move(signed_id).value();
+  }
+  if (!issue.family_id.empty()) {
+    Status s = grants_->AddFamilyJti(issue.family_id, jti, exp);
+    if (!s.ok()) return fail("recording the token in its refresh family failed", s);
   }
   Audit(AuditEventType::kTokenIssued, tenant, kid,
-        fmt::format("client '{}' grant '{}' sub '{}' jti '{}' aud '{}' scope '{}' exp {}",
-                    client_label, grant, subject, jti, Quoted(audience), Quoted(scp), exp));
+        fmt::format("client '{}' grant '{}' sub '{}' jti '{}' aud '{}' scope '{}' exp {}{}{}",
+                    client_label, issue.grant, issue.subject, jti, Quoted(issue.audience),
+                    Quoted(scp), exp, id_token.empty() ? "" : " with id_token",
+                    issue.refresh_token.empty() ? "" : " with refresh_token"));
   json::Writer out;
   out.BeginObject()
-      .Key("access_token").String(*token_text)
+      .Key("access_token").String(*access)
       .Key("token_type").String("Bearer")
       .Key("expires_in").Int(exp - now)
-      .Key("scope").String(scp)
-      .EndObject();
+      .Key("scope").String(JoinScopes(issue.scopes));
+  if (!id_token.empty()) out.Key("id_token").String(id_token);
+  if (!issue.refresh_token.empty()) out.Key("refresh_token").String(issue.refresh_token);
+  out.EndObject();
   return NoStoreJson(out.Take());
+}
+
+void IdentityService::RevokeJtis(const std::vector<std::string>& jtis, std::string_view tenant,
+                                 std::string_view why) {
+  const int64_t horizon = options_.clock->NowSeconds() + options_.access_token_lifetime_seconds;
+  for (const auto& jti : jtis) {
+    Status s = RecordRevoked(jti, horizon);
+    if (!s.ok()) {
+      Log(LogLevel::kError, "identity: cannot persist revocation of jti '{}': {}", jti,
+          s.message());
+    }
+    Audit(AuditEventType::kTokenRevoked, tenant, "", fmt::format("jti '{}' revoked: {}", jti, why));
+  }
 }
 
 std::variant<http::Response, IdentityService::ClientTokenRequest>
@@ -583,8 +854,12 @@ IdentityService::ReadClientTokenRequest(const http::Request& req, std::string_vi
   if (!form.ok()) return OAuthError(400, "invalid_request", form.status().message());
   ClientCredentials creds;
   if (auto err = ExtractClientCredentials(req, *form, &creds)) return *err;
-  auto app = directory_->AuthenticateClient(creds.id, creds.secret);
-  if (!app.ok() || app->tenant_id != tenant) {
+  // RFC 7009 lets a public client revoke its own tokens; introspection is for resource
+  // servers, which are confidential.
+  auto app = creds.public_client && action == "introspection"
+                 ? Result<ClientApp>(UnauthenticatedError("public client"))
+                 : AuthenticateFor(*directory_, creds, tenant);
+  if (!app.ok()) {
     Audit(AuditEventType::kTokenRefused, tenant, "",
           fmt::format("{} by client '{}' refused: invalid_client", action, Quoted(creds.id)));
     return OAuthError(401, "invalid_client", "client authentication failed", creds.basic);
@@ -624,8 +899,20 @@ http::Response IdentityService::Revoke(const http::Request& req) {
   const auto& [tenant, app, token] = std::get<ClientTokenRequest>(read);
   std::string why;
   auto verified = VerifyForClient(token, app, tenant, &why);
-  // RFC 7009 §2.2: an invalid token (unknown, expired, already revoked) is not an error.
-  if (!verified) return http::JsonResponse(200, "{}");
+  if (!verified) {
+    // Not a valid access token of this client: perhaps one of its refresh tokens.
+    auto jtis = grants_->RevokeFamilyOf(token, app.client_id, "revoked by the client (RFC 7009)");
+    if (jtis.ok()) {
+      RevokeJtis(*jtis, tenant, "its refresh token was revoked");
+      Audit(AuditEventType::kTokenRevoked, tenant, "",
+            fmt::format("refresh token family revoked by client '{}' with {} access tokens",
+                        app.client_id, jtis->size()));
+    } else if (jtis.status().code() != StatusCode::kNotFound) {
+      Log(LogLevel::kError, "identity: revoking a refresh token: {}", jtis.status().message());
+    }
+    // RFC 7009 §2.2: an invalid token (unknown, expired, already revoked) is not an error.
+    return http::JsonResponse(200, "{}");
+  }
   const token::Claims& c = verified->claims;
   if (c.azp != app.client_id) {
     Audit(AuditEventType::kTokenRefused, tenant, verified->kid,
@@ -644,6 +931,300 @@ http::Response IdentityService::Revoke(const http::Request& req) {
   return http::JsonResponse(200, "{}");
 }
 
+// ---- authorization endpoint and login form ----
+
+namespace {
+
+std::string HtmlEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+http::Response HtmlResponse(int status, std::string body) {
+  http::Response r;
+  r.status = status;
+  r.content_type = "text/html; charset=utf-8";
+  r.body = std::move(body);
+  r.SetHeader("Cache-Control", "no-store");
+  r.SetHeader("Pragma", "no-cache");
+  // No script, no framing (clickjacking of the login form), no external resources.
+  r.SetHeader("Content-Security-Policy",
+              "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+  r.SetHeader("X-Frame-Options", "DENY");
+  r.SetHeader("Referrer-Policy", "no-referrer");
+  return r;
+}
+
+constexpr std::string_view kPageHead =
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>"
+    "<style>body{{font-family:sans-serif;max-width:24em;margin:4em auto}}"
+    "label,input,button{{display:block;width:100%;margin:.4em 0}}.e{{color:#b00}}</style>"
+    "</head><body>";
+
+http::Response ErrorPage(int status, std::string_view message) {
+  return HtmlResponse(status, fmt::format(kPageHead, "Sign-in error") +
+                                  fmt::format("<h1>Sign-in error</h1><p class=\"e\">{}</p>"
+                                              "</body></html>",
+                                              HtmlEscape(message)));
+}
+
+// The authorization request parameters carried through the login form.
+constexpr std::string_view kAuthorizeParams[] = {
+    "response_type", "client_id", "redirect_uri", "scope", "state",
+    "code_challenge", "code_challenge_method", "nonce", "resource"};
+
+// 303 to `redirect_uri` with `params` added to its query (RFC 6749 §4.1.2).
+http::Response RedirectWith(std::string_view redirect_uri,
+                            const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string location(redirect_uri);
+  char sep = location.find('?') == std::string::npos ? '?' : '&';
+  for (const auto& [k, v] : params) {
+    location += sep;
+    location += k;
+    location += '=';
+    location += PercentEncode(v);
+    sep = '&';
+  }
+  http::Response r;
+  r.status = 303;
+  r.SetHeader("Location", location);
+  r.SetHeader("Cache-Control", "no-store");
+  return r;
+}
+
+}  // namespace
+
+http::Response IdentityService::Authorize(const http::Request& req) {
+  const std::string tenant(req.PathParam("tenant"));
+  auto t = directory_->GetTenant(tenant);
+  if (!t.ok()) return ErrorPage(404, "Unknown tenant.");
+  const std::string issuer = IssuerFor(tenant);
+  if (issuer.empty()) return ErrorPage(503, "The service is starting; try again.");
+
+  http::Params params;
+  if (req.method == "POST") {
+    auto form = http::ParseFormRequest(req);
+    if (!form.ok()) return ErrorPage(400, form.status().message());
+    params = std::move(*form);
+  } else {
+    params = req.query;
+  }
+  auto get = [&](std::string_view name) -> std::string {
+    auto it = params.find(name);
+    return it == params.end() ? std::string() : it->second;
+  };
+  const std::string client_id = get("client_id");
+  const std::string redirect_uri = get("redirect_uri");
+  const std::string state = get("state");
+  // Until the client and its redirect URI are verified, errors go to the user, never to a URI.
+  if (client_id.empty()) return ErrorPage(400, "The request has no client_id.");
+  auto app = directory_->GetApp(client_id);
+  if (!app.ok() || app->tenant_id != tenant) {
+    return ErrorPage(400, "The application is not registered in this tenant.");
+  }
+  if (redirect_uri.empty() ||
+      std::find(app->redirect_uris.begin(), app->redirect_uris.end(), redirect_uri) ==
+          app->redirect_uris.end()) {
+    Audit(AuditEventType::kTokenRefused, tenant, "",
+          fmt::format("authorization for client '{}' refused: unregistered redirect_uri",
+                      Quoted(client_id)));
+    return ErrorPage(400, "The redirect_uri is not registered for this application.");
+  }
+  auto redirect_error = [&](std::string_view code, std::string_view description) {
+    Audit(AuditEventType::kTokenRefused, tenant, "",
+          fmt::format("authorization for client '{}' refused: {}: {}", Quoted(client_id), code,
+                      description));
+    std::vector<std::pair<std::string, std::string>> out{{"error", std::string(code)},
+                                                         {"error_description",
+                                                          std::string(description)}};
+    if (!state.empty()) out.emplace_back("state", state);
+    out.emplace_back("iss", issuer);
+    return RedirectWith(redirect_uri, out);
+  };
+  if (get("response_type") != "code") {
+    return redirect_error("unsupported_response_type", "only response_type=code is supported");
+  }
+  if (get("code_challenge_method") != "S256" || !ValidS256Challenge(get("code_challenge"))) {
+    return redirect_error("invalid_request",
+                          "PKCE is required: code_challenge (S256) and code_challenge_method=S256");
+  }
+  std::vector<std::string> scopes;
+  if (auto it = params.find("scope"); it != params.end()) {
+    auto requested = SplitScopes(it->second);
+    if (!requested) return redirect_error("invalid_scope", "malformed scope parameter");
+    for (const auto& one : *requested) {
+      if (!IsOidcScope(one) &&
+          std::find(app->scopes.begin(), app->scopes.end(), one) == app->scopes.end()) {
+        return redirect_error("invalid_scope",
+                              fmt::format("scope '{}' is not granted to this client", Quoted(one)));
+      }
+    }
+    scopes = std::move(*requested);
+  }
+  // An access token with no API scope would open nothing: default to the app's scopes.
+  if (std::none_of(scopes.begin(), scopes.end(), [](const auto& s) { return !IsOidcScope(s); })) {
+    for (const auto& s : app->scopes) scopes.push_back(s);
+  }
+  if (app->audiences.empty()) {
+    return redirect_error("unauthorized_client", "the client has no registered audience");
+  }
+  std::string audience = app->audiences.front();
+  if (std::string resource = get("resource"); !resource.empty()) {
+    if (std::find(app->audiences.begin(), app->audiences.end(), resource) ==
+        app->audiences.end()) {
+      return redirect_error("invalid_target", "the requested resource is not allowed");
+    }
+    audience = resource;
+  }
+
+  const std::string username = get("username");
+  const std::string password = get("password");
+  std::string error;
+  if (req.method == "POST" && (params.count("username") || params.count("password"))) {
+    if (username.empty() || password.empty()) {
+      error = "Enter your user name and password.";
+    } else {
+      auto user = directory_->Authenticate(tenant, username, password);
+      if (!user.ok()) {
+        Audit(AuditEventType::kSignInFailed, tenant, "",
+              fmt::format("user '{}' via client '{}' at the login form: invalid username or "
+                          "password",
+                          Quoted(username), Quoted(client_id)));
+        error = "Invalid user name or password.";
+      } else {
+        Grant g{app->client_id, tenant,           user->id, user->username,
+                JoinScopes(scopes), audience,     get("nonce"), options_.clock->NowSeconds()};
+        auto code = grants_->IssueCode(g, redirect_uri, get("code_challenge"));
+        if (!code.ok()) {
+          Log(LogLevel::kError, "identity: authorize: {} (request {})", code.status().message(),
+              req.request_id);
+          return redirect_error("server_error", "the authorization code could not be issued");
+        }
+        Audit(AuditEventType::kTokenIssued, tenant, "",
+              fmt::format("authorization code for user '{}' to client '{}' scope '{}'",
+                          Quoted(user->username), Quoted(client_id), Quoted(g.scope)));
+        std::vector<std::pair<std::string, std::string>> out{{"code", *code}};
+        if (!state.empty()) out.emplace_back("state", state);
+        out.emplace_back("iss", issuer);
+        return RedirectWith(redirect_uri, out);
+      }
+    }
+  }
+  std::string page = fmt::format(kPageHead, "Sign in");
+  page += fmt::format("<h1>Sign in</h1><p>{} wants to access your mailbox.</p>",
+                      HtmlEscape(app->name));
+  if (!error.empty()) page += fmt::format("<p class=\"e\" role=\"alert\">{}</p>", HtmlEscape(error));
+  page += fmt::format("<form method=\"post\" action=\"{}/authorize\">", HtmlEscape(issuer));
+  for (std::string_view name : kAuthorizeParams) {
+    auto it = params.find(name);
+    if (it == params.end()) continue;
+    page += fmt::format("<input type=\"hidden\" name=\"{}\" value=\"{}\">", name,
+                        HtmlEscape(it->second));
+  }
+  page += fmt::format(
+      "<label for=\"username\">User name</label>"
+      "<input id=\"username\" name=\"username\" autocomplete=\"username\" value=\"{}\" required>"
+      "<label for=\"password\">Password</label>"
+      "<input id=\"password\" name=\"password\" type=\"password\" "
+      "autocomplete=\"current-password\" required>"
+      "<button type=\"submit\">Sign in</button></form></body></html>",
+      HtmlEscape(username));
+  return HtmlResponse(error.empty() ? 200 : 401, std::move(page));
+}
+
+// ---- admin API ----
+
+bool IdentityService::AdminAuthorized(const http::Request& req) const {
+  if (admin_token_sha256_.empty() || req.headers.count("Authorization") != 1) return false;
+  std::string_view value = *req.Header("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (value.substr(0, kBearer.size()) != kBearer) return false;
+  std::string given = crypto::Sha256(value.substr(kBearer.size()));
+  return given.size() == admin_token_sha256_.size() &&
+         CRYPTO_memcmp(given.data(), admin_token_sha256_.data(), given.size()) == 0;
+}
+
+http::Response IdentityService::AdminListKeys(const http::Request& req) {
+  auto keys = key_store_->LoadAll();
+  if (!keys.ok()) {
+    Log(LogLevel::kError, "identity: admin: {} (request {})", keys.status().message(),
+        req.request_id);
+    return http::ErrorResponse(500, "server_error", "internal error");
+  }
+  return http::JsonResponse(200, KeyRecordsJson(*keys, options_.clock->NowSeconds()));
+}
+
+http::Response IdentityService::AdminRotate(const http::Request& req) {
+  auto form = http::ParseFormRequest(req);
+  if (!form.ok()) return http::ErrorResponse(400, "invalid_request", form.status().message());
+  auto reason = form->find("reason");
+  auto immediate = form->find("immediate");
+  if (reason == form->end() || reason->second.empty()) {
+    return http::ErrorResponse(400, "invalid_request", "a reason is required");
+  }
+  if (immediate != form->end() && immediate->second != "true" && immediate->second != "false") {
+    return http::ErrorResponse(400, "invalid_request", "immediate must be true or false");
+  }
+  auto ring = Ring(req.PathParam("tenant"));
+  if (!ring.ok()) {
+    return ring.status().code() == StatusCode::kNotFound
+               ? http::ErrorResponse(404, "not_found", "unknown tenant")
+               : http::ErrorResponse(503, "temporarily_unavailable", "starting up");
+  }
+  auto kid = (*ring)->Rotate(immediate != form->end() && immediate->second == "true",
+                             "admin API: " + reason->second);
+  if (!kid.ok()) {
+    Log(LogLevel::kError, "identity: admin rotate: {} (request {})", kid.status().message(),
+        req.request_id);
+    return http::ErrorResponse(500, "server_error", "the rotation failed");
+  }
+  json::Writer w;
+  w.BeginObject().Key("kid").String(*kid).Key("issuer").String((*ring)->issuer().issuer).EndObject();
+  return http::JsonResponse(200, w.Take());
+}
+
+http::Response IdentityService::AdminRevoke(const http::Request& req) {
+  auto form = http::ParseFormRequest(req);
+  if (!form.ok()) return http::ErrorResponse(400, "invalid_request", form.status().message());
+  auto reason = form->find("reason");
+  if (reason == form->end() || reason->second.empty()) {
+    return http::ErrorResponse(400, "invalid_request", "a reason is required");
+  }
+  const std::string kid(req.PathParam("kid"));
+  auto rec = key_store_->LoadKid(kid);
+  if (!rec.ok()) return http::ErrorResponse(404, "not_found", "unknown key");
+  auto ring = Ring(rec->issuer.kind == token::IssuerKind::kConsumer ? kConsumerTenantId
+                                                                     : rec->issuer.tenant_id);
+  if (!ring.ok() || !((*ring)->issuer() == rec->issuer)) {
+    // A key of an issuer URL this service no longer serves (another base URL): revoke it in the
+    // store so that no later service trusts it.
+    rec->state = SigningKeyState::kRevoked;
+    rec->revoked_at = options_.clock->NowSeconds();
+    rec->revoked_reason = "admin API: " + reason->second;
+    Status s = key_store_->Update(*rec);
+    if (!s.ok()) return http::ErrorResponse(500, "server_error", "the revocation failed");
+    return http::JsonResponse(200, "{\"revoked\":true}");
+  }
+  Status s = (*ring)->Revoke(kid, "admin API: " + reason->second);
+  if (!s.ok()) {
+    Log(LogLevel::kError, "identity: admin revoke: {} (request {})", s.message(), req.request_id);
+    return http::ErrorResponse(500, "server_error", "the revocation failed");
+  }
+  return http::JsonResponse(200, "{\"revoked\":true}");
+}
+
+
 Result<http::Router> IdentityService::BuildRouter() {
   http::Router router;
   auto route = [&](std::string_view method, std::string_view suffix,
@@ -656,6 +1237,26 @@ Result<http::Router> IdentityService::BuildRouter() {
   KW_RETURN_IF_ERROR(route("POST", "/token", &IdentityService::Token));
   KW_RETURN_IF_ERROR(route("POST", "/introspect", &IdentityService::Introspect));
   KW_RETURN_IF_ERROR(route("POST", "/revoke", &IdentityService::Revoke));
+  KW_RETURN_IF_ERROR(route("GET", "/authorize", &IdentityService::Authorize));
+  KW_RETURN_IF_ERROR(route("POST", "/authorize", &IdentityService::Authorize));
+  if (!admin_token_sha256_.empty()) {
+    auto admin = [&](std::string_view method, std::string_view path,
+                     http::Response (IdentityService::*fn)(const http::Request&)) {
+      return router.Add(method, path, [this, fn](const http::Request& r) {
+        if (!AdminAuthorized(r)) {
+          http::Response resp =
+              http::ErrorResponse(401, "unauthorized", "the admin API needs the admin bearer token");
+          resp.SetHeader("WWW-Authenticate", "Bearer realm=\"keyward-admin\"");
+          return resp;
+        }
+        return (this->*fn)(r);
+      });
+    };
+    KW_RETURN_IF_ERROR(admin("GET", "/admin/keys", &IdentityService::AdminListKeys));
+    KW_RETURN_IF_ERROR(
+        admin("POST", "/admin/tenants/{tenant}/keys/rotate", &IdentityService::AdminRotate));
+    KW_RETURN_IF_ERROR(admin("POST", "/admin/keys/{kid}/revoke", &IdentityService::AdminRevoke));
+  }
   return router;
 }
 

@@ -20,6 +20,12 @@
 //   master.key             the MasterKey; created 0600 on first start. A file readable by group
 //                          or others, or malformed, makes Open fail with MasterKey::Load's error.
 //   identity-audit.jsonl   the FileAuditSink (key life cycle and token events)
+//   admin.token            the bearer token of the admin API (32 random bytes, base64url),
+//                          created 0600 on first start; refused if readable by group or others
+//   base-url               the base URL in use, written when it is set (for `keyward keys rotate`)
+//   serve.lock             flock(2)-held while a service has the directory open: a second
+//                          service (or `keyward keys rotate`) on the same directory is refused,
+//                          since two processes would rotate the same rings independently
 //
 // Issuers and rings: the consumer issuer is IssuerUrl(base, kConsumerTenantId) (consumer kind);
 // every enterprise tenant has its own issuer IssuerUrl(base, TENANT) and its own KeyRing, opened
@@ -27,14 +33,33 @@
 // revoked in a ring is refused by introspection (and by every Verifier on that store) at once.
 // Rings advance on a background thread every tick_interval_seconds and on Tick().
 //
+// Revocation across processes: a key revoked by another process (`keyward keys revoke` on the
+// same data directory) is applied to this service's rings, and so to its TrustStore, within
+// key_refresh_interval_ms: the background thread polls SQLite's data_version (a counter that
+// moves only when another connection commits) and reloads the rings' records when it moved.
+//
 // Routes (TENANT is a tenant id; an unknown tenant is a 404 not_found JSON error):
-//   GET  /TENANT/v2.0/.well-known/openid-configuration  discovery document. There is no
-//        authorization endpoint yet, so authorization_endpoint and response_types_supported are
-//        omitted (the document is an RFC 8414 server metadata document, not a full OIDC one).
+//   GET  /TENANT/v2.0/.well-known/openid-configuration  OpenID Connect discovery document
+//        (authorization, token, JWKS, introspection and revocation endpoints; response type
+//        "code" only; PKCE S256 only; RFC 9207 "iss" in authorization responses).
+//   GET|POST /TENANT/v2.0/authorize  the authorization endpoint (RFC 6749 §4.1, OpenID Connect
+//        Core §3.1.2) with a minimal server-rendered login form. Required: response_type=code,
+//        client_id (an app of TENANT), redirect_uri (exactly one of the app's), code_challenge
+//        (S256, RFC 7636) with code_challenge_method=S256. Optional: scope (the app's scopes
+//        plus openid, profile, email, offline_access), state, nonce, resource (one of the app's
+//        audiences). A bad client_id or redirect_uri is an HTML error page (never a redirect to
+//        an unverified URI); every other error redirects with error, error_description, state
+//        and iss. The form posts username and password back to the same URL; a wrong password
+//        re-renders the form (and is a sign_in_failed audit event); success redirects (303) with
+//        code, state and iss. Codes live 60 s and are single-use (grants.h).
 //   GET  /TENANT/v2.0/keys        the tenant's ring's JWKS (each key with kid, alg, use, issuer)
-//   POST /TENANT/v2.0/token       RFC 6749 token endpoint: grant_type client_credentials, and
-//        password when enable_password_grant. Client authentication by HTTP Basic or
-//        client_secret_post (never both); the app must be registered in TENANT. Optional
+//   POST /TENANT/v2.0/token       RFC 6749 token endpoint: grant_type client_credentials,
+//        authorization_code (with code_verifier; returns a refresh token and, for scope openid,
+//        an ID token), refresh_token (rotating: each use returns a new refresh token; a reused
+//        one revokes its whole family and the access tokens it issued), and password when
+//        enable_password_grant. Client authentication by HTTP Basic or client_secret_post (never
+//        both); public clients send only client_id and may use authorization_code and
+//        refresh_token only. The app must be registered in TENANT. Optional
 //        `scope` (a subset of the app's scopes; default all of them) and `resource` or
 //        `audience` (one of the app's audiences; default its first). Access token claims: iss,
 //        sub (client id, or the user id for password), aud, exp, iat, nbf, jti, tid, azp, scp.
@@ -53,7 +78,12 @@
 //        well-formed request; a token that verifies as for introspection and was issued to the
 //        requesting client (azp) has its jti revoked (in memory and in SQLite, so it survives a
 //        restart). A valid token of another client is refused with 400 unauthorized_client
-//        (RFC 7009 §2.1); an invalid or unknown token is not an error.
+//        (RFC 7009 §2.1); an invalid or unknown token is not an error. A refresh token of the
+//        client revokes its family (and the family's access tokens).
+//   Admin API (Authorization: Bearer <admin.token>; 401 otherwise; JSON):
+//   GET  /admin/keys                               every key record (never key material)
+//   POST /admin/tenants/TENANT/keys/rotate         form: reason, immediate=true|false
+//   POST /admin/keys/KID/revoke                    form: reason
 // Every token issued, refused and revoked, and every failed password sign-in, is an audit event
 // (audit_sink.h). Secrets, passwords, tokens and hashes never reach a response, a log line or an
 // audit event.
@@ -79,6 +109,7 @@
 #include "http/router.h"
 #include "identity/audit_sink.h"
 #include "identity/directory.h"
+#include "identity/grants.h"
 #include "identity/key_ring.h"
 #include "identity/key_store.h"
 #include "identity/master_key.h"
@@ -98,6 +129,10 @@ struct IdentityServiceOptions {
   PasswordCost password_cost = PasswordCost::Interactive();
   // Period of the background Tick of all rings, in real seconds; 0: no thread (call Tick()).
   int64_t tick_interval_seconds = 60;
+  // How often the background thread looks for revocations made by other processes (see the
+  // file comment). Only used when tick_interval_seconds > 0.
+  int64_t key_refresh_interval_ms = 1000;
+  bool enable_admin_api = true;
   const Clock* clock = Clock::System();  // must outlive the service
 };
 
@@ -123,6 +158,10 @@ class IdentityService {
   // Advances every open ring and forgets expired revoked jtis. Returns the first error.
   Status Tick();
 
+  // Applies revocations made by other processes to every open ring (KeyRing::RefreshFromStore)
+  // if the key database changed since the last call. Returns the kids newly revoked.
+  Result<std::vector<std::string>> RefreshKeysFromStore();
+
   // The ring of `tenant_id` (the consumer ring for kConsumerTenantId), opened on first use and
   // valid as long as the service. NotFound for an unknown tenant; FailedPrecondition before a
   // base URL is set.
@@ -142,6 +181,31 @@ class IdentityService {
   http::Response Token(const http::Request& req);
   http::Response Introspect(const http::Request& req);
   http::Response Revoke(const http::Request& req);
+  http::Response Authorize(const http::Request& req);
+  http::Response AdminListKeys(const http::Request& req);
+  http::Response AdminRotate(const http::Request& req);
+  http::Response AdminRevoke(const http::Request& req);
+  bool AdminAuthorized(const http::Request& req) const;
+
+  // What a grant hands to the common issuing code of the token endpoint.
+  struct Issue {
+    std::string grant;
+    std::string subject;
+    std::string username;
+    std::vector<std::string> scopes;
+    std::string audience;
+    std::string nonce;
+    int64_t auth_time = 0;
+    bool id_token = false;
+    std::string family_id;      // refresh family, when the grant has one
+    std::string refresh_token;  // returned to the client when not empty
+  };
+  http::Response IssueTokens(KeyRing& ring, const std::string& tenant, const ClientApp& app,
+                             const std::string& client_label, const Issue& issue,
+                             const std::string& request_id);
+  // Revokes the given access tokens (a family revoked by code replay or refresh reuse).
+  void RevokeJtis(const std::vector<std::string>& jtis, std::string_view tenant,
+                  std::string_view why);
 
   // The front shared by the introspection and revocation endpoints: the tenant exists, the
   // service has its base URL, the form parses, the client authenticates for that tenant, and a
@@ -171,7 +235,11 @@ class IdentityService {
   std::shared_ptr<const MasterKey> master_;
   std::unique_ptr<Directory> directory_;
   std::shared_ptr<sqlite::Db> revocation_db_;
-  std::shared_ptr<KeyStore> key_store_;
+  std::shared_ptr<SqliteKeyStore> key_store_;
+  std::unique_ptr<GrantStore> grants_;
+  std::string admin_token_sha256_;  // empty: admin API disabled
+  int lock_fd_ = -1;
+  int64_t key_data_version_ = -1;
   std::shared_ptr<AuditSink> audit_;
   std::shared_ptr<token::TrustStore> trust_store_;
 

@@ -8,7 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <memory>
+#include <thread>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -18,6 +21,7 @@
 #include "core/base64url.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "http/form.h"
 #include "http/server.h"
 #include "identity/test_util.h"
 #include "token/jws.h"
@@ -138,7 +142,8 @@ class ServiceTest : public ::testing::Test {
     o.data_dir = dir_.File("data");
     o.enable_password_grant = password_grant;
     o.password_cost = PasswordCost::Minimum();
-    o.tick_interval_seconds = 0;
+    o.tick_interval_seconds = tick_interval_seconds_;
+    o.key_refresh_interval_ms = key_refresh_interval_ms_;
     o.clock = &clock_;
     auto s = IdentityService::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -207,6 +212,8 @@ class ServiceTest : public ::testing::Test {
     return p;
   }
 
+  int64_t tick_interval_seconds_ = 0;
+  int64_t key_refresh_interval_ms_ = 1000;
   testing::TempDir dir_;
   FakeClock clock_{static_cast<int64_t>(::time(nullptr)) * 1000};
   std::unique_ptr<IdentityService> service_;
@@ -226,11 +233,14 @@ TEST_F(ServiceTest, DiscoveryDocument) {
   EXPECT_EQ(Member(r.body, "token_endpoint"), iss + "/token");
   EXPECT_EQ(Member(r.body, "introspection_endpoint"), iss + "/introspect");
   EXPECT_EQ(Member(r.body, "revocation_endpoint"), iss + "/revoke");
-  EXPECT_EQ(Member(r.body, "grant_types_supported"), R"(["client_credentials"])");
+  EXPECT_EQ(Member(r.body, "authorization_endpoint"), iss + "/authorize");
+  EXPECT_EQ(Member(r.body, "grant_types_supported"),
+            R"(["authorization_code","refresh_token","client_credentials"])");
   EXPECT_EQ(Member(r.body, "token_endpoint_auth_methods_supported"),
-            R"(["client_secret_basic","client_secret_post"])");
+            R"(["client_secret_basic","client_secret_post","none"])");
   EXPECT_EQ(Member(r.body, "id_token_signing_alg_values_supported"), R"(["ES256"])");
-  EXPECT_EQ(Member(r.body, "authorization_endpoint"), "");
+  EXPECT_EQ(Member(r.body, "response_types_supported"), R"(["code"])");
+  EXPECT_EQ(Member(r.body, "code_challenge_methods_supported"), R"(["S256"])");
 
   HttpResult unknown = Send(server_->port(), "GET",
                             Path("00000000-0000-0000-0000-000000000000",
@@ -515,6 +525,350 @@ TEST_F(ServiceTest, SecretsNeverInResponsesLogsOrAudit) {
     EXPECT_EQ(line.find(token), std::string::npos) << line;
     EXPECT_EQ(line.find(kPassword), std::string::npos) << line;
   }
+}
+
+// ---- authorization code with PKCE, refresh tokens, admin API, cross-process revocation ----
+
+constexpr std::string_view kRedirect = "http://127.0.0.1:9/callback";
+constexpr std::string_view kVerifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";  // RFC 7636 B
+
+// The value of header `name` in a raw header block ("" if absent).
+std::string HeaderOf(const std::string& headers, std::string_view name) {
+  std::string lower_headers = headers;
+  for (char& c : lower_headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string key = "\r\n" + std::string(name) + ": ";
+  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  size_t at = lower_headers.find(key);
+  if (at == std::string::npos) return "";
+  size_t start = at + key.size();
+  size_t end = headers.find("\r\n", start);
+  return headers.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// The decoded query parameter `name` of a URL ("" if absent).
+std::string QueryOf(const std::string& url, std::string_view name) {
+  size_t q = url.find('?');
+  if (q == std::string::npos) return "";
+  auto params = http::ParseQuery(std::string_view(url).substr(q + 1));
+  if (!params.ok()) return "";
+  auto it = params->find(name);
+  return it == params->end() ? "" : it->second;
+}
+
+class AuthorizationCodeTest : public ServiceTest {
+ protected:
+  void StartWithPublicApp() {
+    Start();
+    ClientApp a;
+    a.tenant_id = kTenantA;
+    a.name = "Keyward Mail web";
+    a.confidential = false;
+    a.redirect_uris = {std::string(kRedirect)};
+    a.audiences = {std::string(kAudience)};
+    a.scopes = {"Mail.Read"};
+    auto made = service_->directory().CreateApp(a);
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    public_app_ = made->app.client_id;
+  }
+  std::string AuthorizeQuery(std::string extra = "") {
+    return fmt::format(
+        "response_type=code&client_id={}&redirect_uri={}&scope={}&state=s123&nonce=n456"
+        "&code_challenge={}&code_challenge_method=S256{}",
+        public_app_, FormEncode(kRedirect), FormEncode("openid Mail.Read"), PkceS256(kVerifier),
+        extra);
+  }
+  // Signs alice in at the login form; returns the redirect.
+  HttpResult SignIn(std::string_view password = kPassword, std::string extra = "") {
+    return Post(kTenantA, "authorize",
+                AuthorizeQuery(extra) + "&username=alice&password=" + FormEncode(password));
+  }
+  std::string CodeForAlice() {
+    HttpResult r = SignIn();
+    EXPECT_EQ(r.status, 303) << r.body;
+    return QueryOf(HeaderOf(r.headers, "Location"), "code");
+  }
+  HttpResult Redeem(std::string_view code, std::string_view verifier = kVerifier,
+                    std::string_view redirect = kRedirect) {
+    return Post(kTenantA, "token",
+                fmt::format("grant_type=authorization_code&client_id={}&code={}&redirect_uri={}"
+                            "&code_verifier={}",
+                            public_app_, code, FormEncode(redirect), verifier));
+  }
+  HttpResult Refresh(std::string_view refresh_token) {
+    return Post(kTenantA, "token",
+                fmt::format("grant_type=refresh_token&client_id={}&refresh_token={}",
+                            public_app_, refresh_token));
+  }
+  std::string public_app_;
+};
+
+TEST_F(AuthorizationCodeTest, LoginFormCodePkceIdTokenAndRotatingRefresh) {
+  StartWithPublicApp();
+  HttpResult form = Send(server_->port(), "GET", Path(kTenantA, "authorize?" + AuthorizeQuery()));
+  ASSERT_EQ(form.status, 200) << form.body;
+  EXPECT_NE(HeaderOf(form.headers, "Content-Type").find("text/html"), std::string::npos);
+  EXPECT_EQ(HeaderOf(form.headers, "X-Frame-Options"), "DENY");
+  EXPECT_NE(form.body.find("name=\"password\""), std::string::npos);
+  EXPECT_NE(form.body.find("value=\"s123\""), std::string::npos);
+  EXPECT_NE(form.body.find("Keyward Mail web"), std::string::npos);
+
+  HttpResult wrong = SignIn("not the password");
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_NE(wrong.body.find("Invalid user name or password"), std::string::npos);
+  EXPECT_EQ(HeaderOf(wrong.headers, "Location"), "");
+
+  HttpResult ok = SignIn();
+  ASSERT_EQ(ok.status, 303) << ok.body;
+  std::string location = HeaderOf(ok.headers, "Location");
+  EXPECT_EQ(location.rfind(std::string(kRedirect) + "?", 0), 0u) << location;
+  EXPECT_EQ(QueryOf(location, "state"), "s123");
+  EXPECT_EQ(QueryOf(location, "iss"), service_->IssuerFor(kTenantA));
+  std::string code = QueryOf(location, "code");
+  ASSERT_FALSE(code.empty());
+
+  HttpResult tokens = Redeem(code);
+  ASSERT_EQ(tokens.status, 200) << tokens.body;
+  std::string access = Member(tokens.body, "access_token");
+  std::string id_token = Member(tokens.body, "id_token");
+  std::string refresh = Member(tokens.body, "refresh_token");
+  ASSERT_FALSE(access.empty());
+  ASSERT_FALSE(id_token.empty());
+  ASSERT_FALSE(refresh.empty());
+  EXPECT_EQ(Member(tokens.body, "scope"), "openid Mail.Read");
+
+  token::Verifier verifier(service_->trust_store(), PolicyA(), &clock_);
+  auto v = verifier.Verify(access);
+  ASSERT_TRUE(v.ok()) << v.detail;
+  EXPECT_EQ(v.token->claims.azp, public_app_);
+  EXPECT_EQ(v.token->claims.scp, "Mail.Read");
+  auto alice = service_->directory().ListUsers(kTenantA);
+  ASSERT_TRUE(alice.ok());
+  EXPECT_EQ(v.token->claims.sub, alice->front().id);
+
+  token::VerifierPolicy id_policy = PolicyA();
+  id_policy.audiences = {public_app_};
+  token::Verifier id_verifier(service_->trust_store(), id_policy, &clock_);
+  auto idv = id_verifier.Verify(id_token);
+  ASSERT_TRUE(idv.ok()) << idv.detail;
+  EXPECT_NE(idv.token->claims.json.find("\"nonce\":\"n456\""), std::string::npos);
+
+  // Rotation: each refresh returns a new refresh token.
+  HttpResult r1 = Refresh(refresh);
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  std::string refresh2 = Member(r1.body, "refresh_token");
+  std::string access2 = Member(r1.body, "access_token");
+  ASSERT_FALSE(refresh2.empty());
+  EXPECT_NE(refresh2, refresh);
+  EXPECT_EQ(Member(IntrospectA(access2).body, "active"), "true");
+
+  // Reuse of the first refresh token: refused, and the whole family dies, access tokens too.
+  HttpResult reuse = Refresh(refresh);
+  EXPECT_EQ(reuse.status, 400);
+  EXPECT_EQ(Member(reuse.body, "error"), "invalid_grant");
+  HttpResult after = Refresh(refresh2);
+  EXPECT_EQ(Member(after.body, "error"), "invalid_grant");
+  EXPECT_EQ(IntrospectA(access).body, R"({"active":false})");
+  EXPECT_EQ(IntrospectA(access2).body, R"({"active":false})");
+  std::string audit = testing::ReadAllOrEmpty(dir_.File("data/identity-audit.jsonl"));
+  EXPECT_NE(audit.find("refresh token reuse"), std::string::npos);
+  EXPECT_NE(audit.find("sign_in_failed"), std::string::npos);
+}
+
+TEST_F(AuthorizationCodeTest, AuthorizationRequestErrors) {
+  StartWithPublicApp();
+  auto get = [&](std::string query) {
+    return Send(server_->port(), "GET", Path(kTenantA, "authorize?" + query));
+  };
+  // Client and redirect URI unverified: an error page, never a redirect.
+  HttpResult unknown = get("response_type=code&client_id=nope&redirect_uri=" +
+                           FormEncode(kRedirect));
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_EQ(HeaderOf(unknown.headers, "Location"), "");
+  HttpResult bad_redirect = get(fmt::format(
+      "response_type=code&client_id={}&redirect_uri={}&code_challenge={}"
+      "&code_challenge_method=S256",
+      public_app_, FormEncode("https://evil.example/cb"), PkceS256(kVerifier)));
+  EXPECT_EQ(bad_redirect.status, 400);
+  EXPECT_EQ(HeaderOf(bad_redirect.headers, "Location"), "");
+  HttpResult other_tenant = Send(server_->port(), "GET",
+                                 Path(kTenantB, "authorize?" + AuthorizeQuery()));
+  EXPECT_EQ(other_tenant.status, 400);
+
+  struct Case {
+    std::string query;
+    std::string error;
+  };
+  const std::string base = fmt::format("client_id={}&redirect_uri={}&state=xyz", public_app_,
+                                       FormEncode(kRedirect));
+  const std::string pkce = "&code_challenge=" + PkceS256(kVerifier);
+  std::vector<Case> cases = {
+      {base + "&response_type=token" + pkce + "&code_challenge_method=S256",
+       "unsupported_response_type"},
+      {base + "&response_type=code", "invalid_request"},                               // no PKCE
+      {base + "&response_type=code" + pkce + "&code_challenge_method=plain", "invalid_request"},
+      {base + "&response_type=code&code_challenge=short&code_challenge_method=S256",
+       "invalid_request"},
+      {base + "&response_type=code" + pkce + "&code_challenge_method=S256&scope=Mail.Send",
+       "invalid_scope"},
+      {base + "&response_type=code" + pkce + "&code_challenge_method=S256&resource=https%3A%2F%2Fx",
+       "invalid_target"},
+  };
+  for (const Case& c : cases) {
+    HttpResult r = get(c.query);
+    ASSERT_EQ(r.status, 303) << c.query << "\n" << r.body;
+    std::string location = HeaderOf(r.headers, "Location");
+    EXPECT_EQ(QueryOf(location, "error"), c.error) << c.query;
+    EXPECT_EQ(QueryOf(location, "state"), "xyz");
+    EXPECT_TRUE(QueryOf(location, "code").empty());
+  }
+}
+
+TEST_F(AuthorizationCodeTest, CodeRedemptionErrors) {
+  StartWithPublicApp();
+  // PKCE mismatch, and the code is spent by the failed attempt.
+  std::string code = CodeForAlice();
+  HttpResult mismatch = Redeem(code, "a-different-verifier-that-is-long-enough-to-be-valid-1234");
+  EXPECT_EQ(Member(mismatch.body, "error"), "invalid_grant");
+  EXPECT_NE(Member(mismatch.body, "error_description").find("pkce_mismatch"), std::string::npos);
+  EXPECT_EQ(Member(Redeem(code).body, "error"), "invalid_grant");
+
+  // Wrong redirect URI at the token endpoint.
+  code = CodeForAlice();
+  HttpResult wrong_redirect = Redeem(code, kVerifier, "http://127.0.0.1:9/other");
+  EXPECT_NE(Member(wrong_redirect.body, "error_description").find("wrong_redirect_uri"),
+            std::string::npos);
+
+  // Replay: the second redemption fails and revokes what the first one issued.
+  code = CodeForAlice();
+  HttpResult first = Redeem(code);
+  ASSERT_EQ(first.status, 200) << first.body;
+  std::string access = Member(first.body, "access_token");
+  EXPECT_EQ(Member(IntrospectA(access).body, "active"), "true");
+  HttpResult replay = Redeem(code);
+  EXPECT_EQ(replay.status, 400);
+  EXPECT_NE(Member(replay.body, "error_description").find("code_replayed"), std::string::npos);
+  EXPECT_EQ(IntrospectA(access).body, R"({"active":false})");
+  EXPECT_EQ(Member(Refresh(Member(first.body, "refresh_token")).body, "error"), "invalid_grant");
+
+  // Expired code.
+  code = CodeForAlice();
+  clock_.AdvanceSeconds(GrantStore::kCodeLifetimeSeconds + 1);
+  EXPECT_NE(Member(Redeem(code).body, "error_description").find("expired"), std::string::npos);
+
+  // Missing verifier; a public client may not use client_credentials; a confidential client
+  // must authenticate; unknown grant types.
+  EXPECT_EQ(Member(Post(kTenantA, "token",
+                        "grant_type=authorization_code&code=x&redirect_uri=y&client_id=" +
+                            public_app_).body,
+                   "error"),
+            "invalid_request");
+  EXPECT_EQ(Member(Post(kTenantA, "token", "grant_type=client_credentials&client_id=" +
+                                               public_app_).body,
+                   "error"),
+            "unauthorized_client");
+  HttpResult no_secret =
+      Post(kTenantA, "token", "grant_type=client_credentials&client_id=" + app_a_);
+  EXPECT_EQ(no_secret.status, 401);
+  EXPECT_EQ(Member(no_secret.body, "error"), "invalid_client");
+  EXPECT_EQ(Member(Post(kTenantA, "token", "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type"
+                                           "%3Ajwt-bearer&client_id=" + public_app_).body,
+                   "error"),
+            "unsupported_grant_type");
+  EXPECT_EQ(Member(Refresh("no-such-refresh-token").body, "error"), "invalid_grant");
+}
+
+TEST_F(AuthorizationCodeTest, RevokingARefreshTokenKillsItsFamily) {
+  StartWithPublicApp();
+  HttpResult tokens = Redeem(CodeForAlice());
+  ASSERT_EQ(tokens.status, 200) << tokens.body;
+  std::string refresh = Member(tokens.body, "refresh_token");
+  HttpResult revoked = Post(kTenantA, "revoke",
+                            fmt::format("token={}&token_type_hint=refresh_token&client_id={}",
+                                        refresh, public_app_));
+  EXPECT_EQ(revoked.status, 200) << revoked.body;
+  EXPECT_EQ(Member(Refresh(refresh).body, "error"), "invalid_grant");
+  EXPECT_EQ(IntrospectA(Member(tokens.body, "access_token")).body, R"({"active":false})");
+}
+
+TEST_F(ServiceTest, AdminApiListsRotatesAndRevokesKeys) {
+  Start();
+  std::string admin = testing::ReadAllOrEmpty(dir_.File("data/admin.token"));
+  while (!admin.empty() && admin.back() == '\n') admin.pop_back();
+  ASSERT_GE(admin.size(), 32u);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir_.File("data/admin.token").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::string auth = "Authorization: Bearer " + admin + "\r\n";
+
+  EXPECT_EQ(Send(server_->port(), "GET", "/admin/keys").status, 401);
+  EXPECT_EQ(Send(server_->port(), "GET", "/admin/keys", "", "Authorization: Bearer nope\r\n").status,
+            401);
+  std::string token = IssueA();
+  std::string old_kid = KidOf(token);
+  HttpResult list = Send(server_->port(), "GET", "/admin/keys", "", auth);
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_NE(list.body.find(old_kid), std::string::npos);
+  EXPECT_EQ(list.body.find("sealed"), std::string::npos);
+
+  HttpResult no_reason = Send(server_->port(), "POST",
+                              fmt::format("/admin/tenants/{}/keys/rotate", kTenantA), "", auth);
+  EXPECT_EQ(no_reason.status, 400);
+  HttpResult rotated = Send(server_->port(), "POST",
+                            fmt::format("/admin/tenants/{}/keys/rotate", kTenantA),
+                            "reason=drill&immediate=true", auth);
+  ASSERT_EQ(rotated.status, 200) << rotated.body;
+  std::string new_kid = Member(rotated.body, "kid");
+  EXPECT_NE(new_kid, old_kid);
+  EXPECT_EQ(KidOf(IssueA()), new_kid);
+  // The old key still verifies the tokens it signed (retiring), until revoked.
+  EXPECT_EQ(Member(IntrospectA(token).body, "active"), "true");
+  HttpResult revoked = Send(server_->port(), "POST", fmt::format("/admin/keys/{}/revoke", old_kid),
+                            "reason=compromised", auth);
+  ASSERT_EQ(revoked.status, 200) << revoked.body;
+  EXPECT_EQ(IntrospectA(token).body, R"({"active":false})");
+  EXPECT_EQ(Send(server_->port(), "POST", "/admin/keys/nope/revoke", "reason=x", auth).status, 404);
+}
+
+TEST_F(ServiceTest, RevocationByAnotherProcessArrivesWithinOneRefreshInterval) {
+  tick_interval_seconds_ = 60;
+  key_refresh_interval_ms_ = 50;
+  Start();
+  std::string token = IssueA();
+  ASSERT_EQ(Member(IntrospectA(token).body, "active"), "true");
+  // Another process: its own connection to keys.db, as `keyward keys revoke` has.
+  auto other = SqliteKeyStore::OpenFile(dir_.File("data/keys.db"));
+  ASSERT_TRUE(other.ok());
+  auto rec = (*other)->LoadKid(KidOf(token));
+  ASSERT_TRUE(rec.ok());
+  rec->state = SigningKeyState::kRevoked;
+  rec->revoked_at = clock_.NowSeconds();
+  rec->revoked_reason = "revoked elsewhere";
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*other)->Update(*rec).ok());
+  std::string body;
+  while (std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    body = IntrospectA(token).body;
+    if (body == R"({"active":false})") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  EXPECT_EQ(body, R"({"active":false})");
+  // One refresh interval, plus scheduling slack on a loaded 2-core machine.
+  EXPECT_LE(took.count(), 50 + 450) << "took " << took.count() << " ms";
+  std::printf("cross-process revocation took %lld ms (refresh interval 50 ms)\n",
+              static_cast<long long>(took.count()));
+}
+
+TEST_F(ServiceTest, SecondServiceOnTheSameDirectoryIsRefused) {
+  Start();
+  IdentityServiceOptions o;
+  o.data_dir = dir_.File("data");
+  o.tick_interval_seconds = 0;
+  auto second = IdentityService::Open(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("admin API"), std::string::npos);
 }
 
 }  // namespace
