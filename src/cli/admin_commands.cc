@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -14,8 +15,11 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "identity/directory.h"
+#include "identity/key_store.h"
+#include "identity/service.h"
 
 namespace kw::cli {
 namespace {
@@ -60,6 +64,70 @@ void PrintStrings(json::Writer& w, std::string_view key, const std::vector<std::
   w.EndArray();
 }
 
+
+// `keyward keys list`: one line per key, or the admin API's JSON.
+int RunKeysList(const std::string& dir, bool as_json) {
+  auto store = identity::SqliteKeyStore::OpenFile(dir + "/keys.db");
+  if (!store.ok()) return Report(store.status());
+  auto keys = (*store)->LoadAll();
+  if (!keys.ok()) return Report(keys.status());
+  const int64_t now = Clock::System()->NowSeconds();
+  if (as_json) {
+    std::cout << identity::KeyRecordsJson(*keys, now) << "\n";
+    return kExitOk;
+  }
+  std::cout << fmt::format("{:<24} {:<10} {:<6} {:>5} {:<20} {}\n", "KID", "STATE", "ALG",
+                           "DAYS", "NOT AFTER", "ISSUER");
+  for (const auto& k : *keys) {
+    std::cout << fmt::format("{:<24} {:<10} {:<6} {:>5} {:<20} {}\n", k.kid,
+                             identity::SigningKeyStateName(k.state),
+                             crypto::AlgorithmName(k.alg), (now - k.created) / 86400,
+                             identity::FormatUtc(k.not_after), k.issuer.issuer);
+  }
+  return kExitOk;
+}
+
+// `keyward keys revoke`: straight into the key store; a running service applies it within its
+// key refresh interval.
+int RunKeysRevoke(const std::string& dir, const std::string& kid, const std::string& reason) {
+  auto store = identity::SqliteKeyStore::OpenFile(dir + "/keys.db");
+  if (!store.ok()) return Report(store.status());
+  auto audit = identity::FileAuditSink::Open(dir + "/identity-audit.jsonl");
+  if (!audit.ok()) return Report(audit.status());
+  auto rec = identity::RevokeStoredKey(**store, kid, reason, Clock::System()->NowSeconds(),
+                                       audit->get());
+  if (!rec.ok()) return Report(rec.status());
+  std::cout << fmt::format("revoked {} of {} ({})\n", rec->kid, rec->issuer.Describe(),
+                           rec->revoked_reason);
+  return kExitOk;
+}
+
+// `keyward keys rotate`: opens the service on the data directory (refused while `keyward
+// serve` holds it: the admin API is the way then) and rotates one ring.
+int RunKeysRotate(const std::string& dir, const std::string& tenant, bool immediate,
+                  const std::string& reason) {
+  identity::IdentityServiceOptions o;
+  o.data_dir = dir;
+  o.tick_interval_seconds = 0;
+  auto base = ReadFile(dir + "/base-url", 4096);
+  if (!base.ok()) {
+    std::cerr << "keyward: " << dir << "/base-url is missing: start `keyward serve` once on this "
+              << "data directory so that its issuer URLs are known\n";
+    return kExitUsage;
+  }
+  while (!base->empty() && std::isspace(static_cast<unsigned char>(base->back()))) base->pop_back();
+  o.base_url = *base;
+  auto service = identity::IdentityService::Open(o);
+  if (!service.ok()) return Report(service.status());
+  auto ring = (*service)->Ring(tenant.empty() ? identity::kConsumerTenantId : tenant);
+  if (!ring.ok()) return Report(ring.status());
+  auto kid = (*ring)->Rotate(immediate, reason);
+  if (!kid.ok()) return Report(kid.status());
+  std::cout << fmt::format("{} of {} {}\n", *kid, (*ring)->issuer().Describe(),
+                           immediate ? "signs from now on" : "is published and signs after the "
+                                                              "pre-publication period");
+  return kExitOk;
+}
 }  // namespace
 
 void RegisterAdminCommands(CLI::App& app, int* exit_code) {
@@ -184,6 +252,40 @@ void RegisterAdminCommands(CLI::App& app, int* exit_code) {
       std::cout << w.str() << "\n";
     }
   });
+
+  // ---- keys list|rotate|revoke (the key store of a data directory) ----
+  // `keys` itself (and `keys generate`) is registered by RegisterKeysCommands.
+  {
+    CLI::App* keys = app.get_subcommand("keys");
+    auto* klist = keys->add_subcommand("list", "List the signing keys of every issuer");
+    add_data_dir(klist);
+    auto as_json = std::make_shared<bool>(false);
+    klist->add_flag("--json", *as_json, "Print JSON (as the admin API's GET /admin/keys)");
+    klist->callback([=] { *exit_code = RunKeysList(data->dir, *as_json); });
+
+    struct Revoke { std::string kid, reason; };
+    auto kr = std::make_shared<Revoke>();
+    auto* krevoke = keys->add_subcommand(
+        "revoke", "Revoke a signing key at once (a running service applies it within its key "
+                  "refresh interval, 1 s by default)");
+    add_data_dir(krevoke);
+    krevoke->add_option("--kid", kr->kid, "Key id")->required();
+    krevoke->add_option("--reason", kr->reason, "Why (recorded in the audit log)")->required();
+    krevoke->callback([=] { *exit_code = RunKeysRevoke(data->dir, kr->kid, kr->reason); });
+
+    struct Rotate { std::string tenant, reason; bool now = false; };
+    auto ro = std::make_shared<Rotate>();
+    auto* krotate = keys->add_subcommand(
+        "rotate", "Rotate an issuer's signing key (not while `keyward serve` runs on the data "
+                  "directory: use its admin API, POST /admin/tenants/TENANT/keys/rotate)");
+    add_data_dir(krotate);
+    krotate->add_option("--tenant", ro->tenant, "Tenant id (default: the consumer issuer)");
+    krotate->add_option("--reason", ro->reason, "Why (recorded in the audit log)")->required();
+    krotate->add_flag("--now", ro->now,
+                      "Sign with the new key at once, without pre-publication (suspected "
+                      "compromise); the old key verifies its tokens until they expire");
+    krotate->callback([=] { *exit_code = RunKeysRotate(data->dir, ro->tenant, ro->now, ro->reason); });
+  }
 }
 
 }  // namespace kw::cli

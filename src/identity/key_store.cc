@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "identity/audit_sink.h"
 
 namespace kw::identity {
 namespace {
@@ -294,6 +295,30 @@ Status SqliteKeyStore::Update(const KeyRecord& r) {
         fmt::format("key store: no key '{}' of {}", r.kid, r.issuer.Describe()));
   }
   return st.Run().WithContext(fmt::format("key store: updating key '{}'", r.kid));
+}
+
+Result<KeyRecord> RevokeStoredKey(SqliteKeyStore& store, std::string_view kid,
+                                  std::string_view reason, int64_t now, AuditSink* audit) {
+  if (reason.empty()) return InvalidArgumentError("a revocation needs a reason");
+  KW_ASSIGN_OR_RETURN(KeyRecord r, store.LoadKid(kid));
+  if (r.state == SigningKeyState::kRevoked) return r;
+  SigningKeyState was = r.state;
+  r.state = SigningKeyState::kRevoked;
+  r.revoked_at = now;
+  r.revoked_reason.assign(reason);
+  KW_RETURN_IF_ERROR(store.Update(r));
+  if (audit) {
+    AuditEvent e;
+    e.time = now;
+    e.type = AuditEventType::kKeyRevoked;
+    e.issuer = r.issuer.issuer;
+    e.issuer_kind = r.issuer.kind;
+    e.tenant_id = r.issuer.tenant_id;
+    e.kid = r.kid;
+    e.detail = fmt::format("revoked in the key store while {}: {}", SigningKeyStateName(was), reason);
+    audit->Record(e);
+  }
+  return r;
 }
 
 }  // namespace kw::identity

@@ -33,6 +33,7 @@
 #include "core/sqlite.h"
 #include "core/status.h"
 #include "crypto/crypto.h"
+#include "identity/audit_sink.h"
 #include "token/trust_store.h"
 
 namespace kw::identity {
@@ -132,5 +133,13 @@ class SqliteKeyStore final : public KeyStore {
   std::mutex mu_;  // one statement at a time on the shared connection
   std::shared_ptr<sqlite::Db> db_;
 };
+
+// Revokes key `kid` directly in `store`, for an operator working beside a running service (the
+// service applies it within its key refresh interval, see service.h) or with none running.
+// Records a key_revoked event in `audit` (if not null). Returns the record as stored. NotFound
+// for an unknown kid; InvalidArgument for an empty reason; an already revoked key is returned
+// unchanged.
+Result<KeyRecord> RevokeStoredKey(SqliteKeyStore& store, std::string_view kid,
+                                  std::string_view reason, int64_t now, AuditSink* audit);
 
 }  // namespace kw::identity
