@@ -32,6 +32,29 @@ std::string BlobAad(const KeyRecord& r) {
 
 }  // namespace
 
+Result<crypto::PrivateKey> UnsealKeyRecord(const MasterKey& master, const KeyRecord& r) {
+  const std::string who = fmt::format("key '{}' of {}", r.kid, r.issuer.Describe());
+  auto pub = crypto::PublicKey::FromJwk(r.public_jwk);
+  if (!pub.ok()) return DataLossError(fmt::format("{}: stored public JWK is invalid", who));
+  auto plain = Unseal(master, r.sealed_private, BlobAad(r));
+  if (!plain.ok()) {
+    return DataLossError(fmt::format(
+        "cannot unseal the private key of {}: the sealed blob was altered or moved from another "
+        "key",
+        who));
+  }
+  // The OpenSSL message is left out on purpose: nothing about the plaintext goes anywhere.
+  auto priv = crypto::PrivateKey::FromPem(plain->view());
+  if (!priv.ok()) {
+    return DataLossError(fmt::format("{}: the unsealed private key is not a valid key", who));
+  }
+  if (!priv->public_key().Equals(*pub) || !priv->Supports(r.alg)) {
+    return DataLossError(
+        fmt::format("{}: the unsealed private key does not match its public JWK", who));
+  }
+  return std::move(priv).value();
+}
+
 // ---- KeyRingPolicy ----
 
 Status KeyRingPolicy::Validate() const {
@@ -120,25 +143,8 @@ Result<std::unique_ptr<KeyRing>> KeyRing::Open(IssuerIdentity issuer, KeyRingPol
     auto entry = std::make_unique<Entry>(Entry{std::move(rec), std::move(pub).value(), {}});
     const KeyRecord& r = entry->rec;
     if (Live(r.state)) {
-      auto plain = Unseal(master, r.sealed_private, BlobAad(r));
-      if (!plain.ok()) {
-        return DataLossError(fmt::format(
-            "cannot unseal the private key of key '{}' of {}: the sealed blob was altered or "
-            "moved from another key",
-            r.kid, me.Describe()));
-      }
-      // The OpenSSL message is left out on purpose: nothing about the plaintext goes anywhere.
-      auto priv = crypto::PrivateKey::FromPem(plain->view());
-      if (!priv.ok()) {
-        return DataLossError(fmt::format(
-            "key '{}' of {}: the unsealed private key is not a valid key", r.kid, me.Describe()));
-      }
-      if (!priv->public_key().Equals(entry->pub) || !priv->Supports(r.alg)) {
-        return DataLossError(fmt::format(
-            "key '{}' of {}: the unsealed private key does not match its public JWK", r.kid,
-            me.Describe()));
-      }
-      entry->priv = std::move(priv).value();
+      KW_ASSIGN_OR_RETURN(crypto::PrivateKey priv, UnsealKeyRecord(master, r));
+      entry->priv = std::move(priv);
       events.push_back(ring->MakeEvent(now, AuditEventType::kKeyUnsealed, r.kid,
                                        fmt::format("{} key loaded from the key store ({})",
                                                    crypto::AlgorithmName(r.alg),

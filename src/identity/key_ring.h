@@ -88,6 +88,13 @@ struct ActiveKey {
   int64_t latest_exp = 0;
 };
 
+// Unseals the private key of a stored record and checks it against the record's public JWK.
+// KeyRing::Open uses it for live keys. Outside the ring it is for tooling that plays the thief
+// who holds the master key and the database (the campaign simulator's premise, the interop
+// test's forged token): no service path calls it. DataLoss for a blob that does not
+// authenticate or a key that does not match.
+Result<crypto::PrivateKey> UnsealKeyRecord(const MasterKey& master, const KeyRecord& record);
+
 class KeyRing {
  public:
   struct Deps {

@@ -11,14 +11,29 @@
 #   3. Storm-0558: a consumer key signs a token claiming an enterprise issuer. With the combined
 #      JWKS (consumer and enterprise keys, each naming its issuer) Keyward refuses it with
 #      key_issuer_mismatch, while jose's plain verification accepts it.
+#   4. A live `keyward serve` (ephemeral port, fresh data directory) driven by npm openid-client:
+#      discovery, client_credentials, authorization code with PKCE through the login form,
+#      rotating refresh with reuse refused (oidc_flow.mjs); every access token verified by jose's
+#      createRemoteJWKSet and by `keyward token verify` fed from the served JWKS; a token forged
+#      with the consumer key stolen from the data directory (tests/tools/steal_key.cc) is
+#      accepted by jose over the combined JWKS and refused by Keyward (key_issuer_mismatch) and
+#      by the server's introspection.
+#
+# Usage: bash tests/interop/run.sh KEYWARD_BINARY [KW_STEAL_KEY_BINARY]
 #
 # Prints one PASS/FAIL line per check and ends with "N passed, M failed"; exits 1 if any failed.
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-  echo "usage: bash tests/interop/run.sh KEYWARD_BINARY" >&2
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+  echo "usage: bash tests/interop/run.sh KEYWARD_BINARY [KW_STEAL_KEY_BINARY]" >&2
   exit 2
 fi
+STEAL="${2:-$(dirname "$1")/../../tests/kw_steal_key}"
+if [[ ! -x "$STEAL" ]]; then
+  echo "interop: test tool '$STEAL' not found (build the tests first)" >&2
+  exit 2
+fi
+STEAL="$(cd "$(dirname "$STEAL")" && pwd)/$(basename "$STEAL")"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [[ ! -f "$1" || ! -x "$1" ]]; then
@@ -46,22 +61,32 @@ deps_current() {
   node -e '
     const fs = require("fs");
     const locked = JSON.parse(fs.readFileSync(process.argv[1] + "/package-lock.json", "utf8"));
-    const want = locked.packages["node_modules/jose"].version;
-    const have = JSON.parse(
-        fs.readFileSync(process.argv[1] + "/node_modules/jose/package.json", "utf8")).version;
-    process.exit(want === have ? 0 : 1);
+    for (const pkg of ["jose", "openid-client"]) {
+      const want = locked.packages["node_modules/" + pkg].version;
+      const have = JSON.parse(fs.readFileSync(
+          process.argv[1] + "/node_modules/" + pkg + "/package.json", "utf8")).version;
+      if (want !== have) process.exit(1);
+    }
   ' "$HERE" 2>/dev/null
 }
 
 if ! deps_current; then
-  echo "interop: installing jose (npm ci)"
+  echo "interop: installing jose and openid-client (npm ci)"
   (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 JOSE_VERSION="$(node -p 'require(process.argv[1]).version' "$HERE/node_modules/jose/package.json")"
-echo "interop: node $(node --version), jose $JOSE_VERSION, keyward $KEYWARD"
+OIDC_VERSION="$(node -p 'require(process.argv[1]).version' \
+  "$HERE/node_modules/openid-client/package.json")"
+echo "interop: node $(node --version), jose $JOSE_VERSION, openid-client $OIDC_VERSION," \
+  "keyward $KEYWARD"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+SERVER_PID=""
+cleanup() {
+  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 cd "$WORK"
 
 ALGS=(ES256 EdDSA RS256 PS256)
@@ -301,6 +326,110 @@ if [[ $RC -eq 0 ]]; then
   pass "storm-0558 jose accepts the enterprise key's genuine token"
 else
   fail "storm-0558 jose accepts the genuine token" "exit $RC, $(cat out.json.err)"
+fi
+
+# ---- 4. A live identity service and openid-client ----
+
+DATA="$WORK/live-data"
+TENANT_LIVE="72f988bf-86f1-41af-91ab-2d7cd011db47"
+MAIL_AUD="https://mail.keyward.test"
+"$KEYWARD" tenant create --data-dir "$DATA" --name Contoso --id "$TENANT_LIVE" >/dev/null
+echo "correct horse battery staple" |
+  "$KEYWARD" user create --data-dir "$DATA" --tenant "$TENANT_LIVE" --username alice >/dev/null
+"$KEYWARD" app create --data-dir "$DATA" --tenant "$TENANT_LIVE" --name daemon \
+  --audience "$MAIL_AUD" --scope Mail.Read --scope Mail.Send >conf.json 2>/dev/null
+"$KEYWARD" app create --data-dir "$DATA" --tenant "$TENANT_LIVE" --name web --public \
+  --redirect-uri http://127.0.0.1:9/callback --audience "$MAIL_AUD" --scope Mail.Read \
+  >pub.json 2>/dev/null
+"$KEYWARD" serve --data-dir "$DATA" --port 0 >serve.out 2>serve.err &
+SERVER_PID=$!
+BASE=""
+for _ in $(seq 1 100); do
+  BASE="$(sed -n 's/^listening on //p' serve.out)"
+  [[ -n "$BASE" ]] && break
+  sleep 0.05
+done
+if [[ -z "$BASE" ]]; then
+  fail "live server" "keyward serve did not start: $(cat serve.err)"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+LIVE_ISSUER="$BASE/$TENANT_LIVE/v2.0"
+CONSUMER_ISSUER="$BASE/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
+node -e '
+  const fs = require("fs");
+  const conf = JSON.parse(fs.readFileSync("conf.json", "utf8"));
+  const pub = JSON.parse(fs.readFileSync("pub.json", "utf8"));
+  fs.writeFileSync("oidc.json", JSON.stringify({
+    issuer: process.argv[1], audience: process.argv[2],
+    confidential: { id: conf.client_id, secret: conf.client_secret },
+    public: { id: pub.client_id }, redirect_uri: "http://127.0.0.1:9/callback",
+    username: "alice", password: "correct horse battery staple" }));
+' "$LIVE_ISSUER" "$MAIL_AUD"
+RC=0
+node "$HERE/oidc_flow.mjs" oidc.json "$WORK" >oidc.out 2>oidc.err || RC=$?
+while read -r line; do
+  case "$line" in
+    PASS\ *) pass "openid-client: ${line#PASS }" ;;
+    FAIL\ *) fail "openid-client: ${line#FAIL }" "see above" ;;
+  esac
+done <oidc.out
+if [[ $RC -ne 0 && ! -s oidc.out ]]; then fail "openid-client" "exit $RC: $(cat oidc.err)"; fi
+
+# Keyward's own verifier, fed from the JWKS the server publishes (consumer and enterprise keys
+# together, as the 2023 "common" endpoint did: each key names its issuer).
+node -e '
+  (async () => {
+    const keys = [];
+    for (const url of process.argv.slice(1)) keys.push(...(await (await fetch(url)).json()).keys);
+    require("fs").writeFileSync("live.jwks.json", JSON.stringify({ keys }));
+  })().catch((e) => { console.error(e); process.exit(1); });
+' "$LIVE_ISSUER/keys" "$CONSUMER_ISSUER/keys"
+N=0
+while read -r tok; do
+  [[ -z "$tok" ]] && continue
+  N=$((N + 1))
+  RC=0
+  "$KEYWARD" token verify --json --jwks live.jwks.json --issuer "$LIVE_ISSUER" \
+    --audience "$MAIL_AUD" "$tok" >out.json 2>out.json.err || RC=$?
+  if [[ $RC -eq 0 ]]; then
+    pass "keyward verifies openid-client token $N from the served JWKS"
+  else
+    fail "keyward verifies openid-client token $N" "exit $RC, $(cat out.json out.json.err)"
+  fi
+done <"$WORK/tokens.txt"
+
+# The thief: the consumer key, unsealed from the data directory, signs an enterprise token.
+"$STEAL" "$DATA" >stolen.json 2>steal.err || fail "steal the consumer key" "$(cat steal.err)"
+NOW=$(date +%s)
+"$KEYWARD" token sign --key stolen.json --lifetime 600 --claims \
+  "{\"iss\":\"$LIVE_ISSUER\",\"tid\":\"$TENANT_LIVE\",\"aud\":\"$MAIL_AUD\",\"sub\":\"alice\",\"azp\":\"d3b1ad6e-0000-4000-8000-000000000000\",\"jti\":\"forged-$NOW\"}" \
+  >live-forged.jwt 2>sign.err || fail "forge with the stolen key" "$(cat sign.err)"
+RC=0
+"$KEYWARD" token verify --json --jwks live.jwks.json --issuer "$LIVE_ISSUER" \
+  --audience "$MAIL_AUD" "$(cat live-forged.jwt)" >out.json 2>out.json.err || RC=$?
+reason="$(json_get out.json reason)"
+if [[ $RC -eq 1 && "$reason" == "key_issuer_mismatch" ]]; then
+  pass "keyward refuses the stolen consumer key's enterprise token (key_issuer_mismatch)"
+else
+  fail "keyward refuses the stolen-key token" "exit $RC, reason '$reason' $(cat out.json.err)"
+fi
+jose_verify out.json live.jwks.json live-forged.jwt "$LIVE_ISSUER" "$MAIL_AUD"
+if [[ $RC -eq 0 ]]; then
+  pass "jose over the combined JWKS accepts the same forged token (the 2023 flaw)"
+else
+  fail "jose accepts the forged token" "expected acceptance (exit $RC): $(cat out.json.err)"
+fi
+INTROSPECT="$(node -e '
+  const [url, id, secret, token] = process.argv.slice(1);
+  fetch(url, { method: "POST", body: new URLSearchParams({ token, client_id: id, client_secret: secret }) })
+    .then((r) => r.text()).then((t) => console.log(t));
+' "$LIVE_ISSUER/introspect" "$(json_get conf.json client_id)" "$(json_get conf.json client_secret)" \
+  "$(cat live-forged.jwt)")"
+if [[ "$INTROSPECT" == '{"active":false}' ]]; then
+  pass "the identity service's introspection calls the forged token inactive"
+else
+  fail "introspection of the forged token" "$INTROSPECT"
 fi
 
 echo "$PASSED passed, $FAILED failed"
