@@ -505,8 +505,12 @@ std::string Normalizer::Passthrough(std::string_view text, uint16_t source, Reco
 }
 
 std::string Normalizer::Ual(std::string_view text, RecordSink* out) {
-  // Bare AuditData objects are by far the common case and pass through unparsed.
-  if (!Contains(text, "\"AuditData\"")) return Passthrough(text, kSrcM365Audit, out);
+  // A file holds either bare AuditData objects (passed through unparsed, the fast path) or
+  // wrapped ones; the first record decides, so that the bare case costs no search per record.
+  if (ual_wrapped_ == UalWrapped::kUnknown) {
+    ual_wrapped_ = Contains(text, "\"AuditData\"") ? UalWrapped::kYes : UalWrapped::kNo;
+  }
+  if (ual_wrapped_ == UalWrapped::kNo) return Passthrough(text, kSrcM365Audit, out);
   if (text.empty() || text.front() != '{') return "not a JSON object";
   element e;
   std::string reason = ParseObject(text, &e);

@@ -48,8 +48,11 @@ class Normalizer {
   std::string Evtx(std::string_view text, simdjson::dom::element e, RecordSink* out);
   std::string ParseObject(std::string_view text, simdjson::dom::element* e);
 
+  enum class UalWrapped { kUnknown, kNo, kYes };
+
   LogFormat format_;
   bool validate_;
+  UalWrapped ual_wrapped_ = UalWrapped::kUnknown;
   simdjson::dom::parser parser_;
   simdjson::dom::parser inner_parser_;  // for JSON held in strings (Sentinel, wrapped UAL)
   std::string scratch_;

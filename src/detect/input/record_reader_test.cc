@@ -69,16 +69,22 @@ not json
        {{"~\"seq\":1", 1}, {"~\"seq\":2", 2}}, {}, "keyward", "audit"},
       {"ual_json_bare_and_wrapped", "ual.json",
        R"([
-{"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"},
 {"RecordType":"ExchangeItemAggregated","AuditData":"{\"CreationTime\":\"2023-06-16T01:02:04\",\"Id\":\"2\",\"Operation\":\"Send\"}"},
 {"AuditData":{"CreationTime":"2023-06-16T01:02:05","Id":"3","Operation":"MailboxLogin"}},
-{"AuditData":"{not json"}
+{"AuditData":"{not json"},
+{"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"}
 ])",
        LogFormat::kAuto, LogFormat::kUalJson,
-       {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"})", 1},
-        {R"({"CreationTime":"2023-06-16T01:02:04","Id":"2","Operation":"Send"})", 2},
-        {R"({"CreationTime":"2023-06-16T01:02:05","Id":"3","Operation":"MailboxLogin"})", 3}},
-       {4}, "m365", "audit"},
+       {{R"({"CreationTime":"2023-06-16T01:02:04","Id":"2","Operation":"Send"})", 1},
+        {R"({"CreationTime":"2023-06-16T01:02:05","Id":"3","Operation":"MailboxLogin"})", 2},
+        {R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"})", 4}},
+       {3}, "m365", "audit"},
+      {"ual_json_lines_bare", "ual.jsonl",
+       R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50}
+{"CreationTime":"2023-06-16T01:02:04","Id":"2","Operation":"Send","RecordType":2)",
+       LogFormat::kAuto, LogFormat::kUalJson,
+       {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50})", 1}},
+       {2}, "m365", "audit"},
       {"ual_csv_bom_multiline_type_line", "audit.csv",
        "\xEF\xBB\xBF#TYPE Deserialized.Microsoft.Exchange.Management.SystemConfigurationTasks."
        "AuditRecord\r\n"
