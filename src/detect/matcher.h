@@ -1,0 +1,78 @@
+// Field access into one parsed event and evaluation of compiled detections. Internal to
+// kw_detect; one EventView per Engine (not thread-safe), reused for every event so that matching
+// allocates nothing once its buffers have grown.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "detect/rule.h"
+
+namespace kw::detect::internal {
+
+class EventView {
+ public:
+  // One scalar (or object) reached by a field path. Arrays are flattened into several values.
+  struct Value {
+    simdjson::dom::element el;
+    simdjson::dom::element_type type;
+    uint32_t raw_off = 0, raw_len = 0;  // text form in arena_ (numbers, bools) if raw_in_arena
+    uint32_t low_off = 0, low_len = 0;
+    bool raw_in_arena = false;
+    bool low_done = false;
+  };
+
+  explicit EventView(const FieldTable* fields);
+
+  // Starts a new event. `root` must stay valid until the next Reset.
+  void Reset(simdjson::dom::element root);
+
+  // The values of field `id` (resolved once per event).
+  struct Span {
+    uint32_t begin = 0, count = 0;
+  };
+  Span Resolve(int id);
+  const Value& value(uint32_t i) const { return values_[i]; }
+  // Text of a scalar value (strings as-is, numbers/bools as JSON text); false for null, objects.
+  bool Raw(uint32_t i, std::string_view* out);
+  // ASCII-lower-cased text.
+  bool Lower(uint32_t i, std::string_view* out);
+
+  // Resolves an arbitrary dotted path (not interned); used for timestamps and group-by values.
+  bool FirstText(int field_id, std::string* out);
+
+  simdjson::dom::element root() const { return root_; }
+
+  // Matching.
+  bool MatchDetection(const Detection& d);
+  bool MatchSelection(const Selection& s);
+  bool MatchFieldTest(const FieldTest& t);
+
+ private:
+  void Collect(simdjson::dom::element e, std::string_view path, int depth);
+  void AddValue(simdjson::dom::element e, int depth);
+  bool MatchValueOn(const ValueTest& v, uint32_t slot);
+  bool MatchValue(const ValueTest& v, Span span);
+  bool MatchKeyword(const FieldTest& t);
+  bool KeywordWalk(simdjson::dom::element e, const ValueTest& v, int depth);
+  bool EvalNode(const Detection& d, int node);
+
+  const FieldTable* fields_;
+  simdjson::dom::element root_;
+  uint64_t generation_ = 0;
+  std::vector<uint64_t> field_gen_;
+  std::vector<Span> field_span_;
+  std::vector<Value> values_;
+  std::string arena_;
+  std::string scratch_;
+  std::vector<int8_t> memo_;  // per selection: -1 unknown, 0, 1
+};
+
+// Extracts minute/hour/day/week/month/year from an ISO 8601 text; false if it is not one.
+bool ExtractTimePart(std::string_view text, TimePart part, double* out);
+
+}  // namespace kw::detect::internal
