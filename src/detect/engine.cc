@@ -343,10 +343,12 @@ struct Engine::Impl {
       const auto& ls = d->groups[g].logsource;
       HintPlan::Gate gate{static_cast<int>(g), {}};
       bool ok = true;
+      // The product must match the hint (or the hint leaves it open); service and category may
+      // also be decided by the mapping's conditions on the event.
       auto check = [&](const std::string& want, const std::string& have,
                        std::string internal::LogSourceKey::*attr) {
         if (!ok || want.empty() || want == have) return;
-        for (size_t e = 0; e < d->mappings.size(); ++e) {
+        for (size_t e = 0; attr != &internal::LogSourceKey::product && e < d->mappings.size(); ++e) {
           const MappingEntry& me = d->mappings[e];
           if (!me.has_conditions || me.logsource.*attr != want) continue;
           if (!me.logsource.SubsetOf(ls)) continue;
