@@ -440,6 +440,68 @@ TEST(KeyRingTest, SuccessorIsGeneratedOnePrePublicationPeriodAhead) {
   EXPECT_EQ(env.trust->Find(k1)->state(), token::KeyState::kRetired);
 }
 
+TEST(KeyRingTest, OperatorRotationScheduledAndImmediate) {
+  Env env;
+  auto ring = env.Open(Enterprise(kTenantA));
+  ASSERT_TRUE(ring->Tick().ok());  // k1 published
+  env.Set(kT0 + kDay);
+  ASSERT_TRUE(ring->Tick().ok());  // k1 signs
+  const std::string k1 = ring->SigningKey()->kid;
+  EXPECT_FALSE(ring->Rotate(false, "").ok());
+
+  // Scheduled: published now, signs after the pre-publication period, then k1 retires.
+  auto k2 = ring->Rotate(false, "quarterly drill");
+  ASSERT_TRUE(k2.ok()) << k2.status().ToString();
+  EXPECT_NE(*k2, k1);
+  EXPECT_EQ(ring->SigningKey()->kid, k1);
+  EXPECT_TRUE(JwksKids(*ring).count(*k2));
+  EXPECT_EQ(env.CountDetail("operator rotation: quarterly drill"), 1u);
+  // A second scheduled rotation while one is pending changes nothing.
+  EXPECT_EQ(*ring->Rotate(false, "again"), *k2);
+  env.Advance(kDay);
+  EXPECT_EQ(ring->SigningKey()->kid, *k2);
+
+  // Immediate: a new key signs at once; the old one only verifies; tokens keep verifying.
+  auto verifier = env.MakeVerifier();
+  std::string before = *ring->SignJwt(ClaimsFor(Enterprise(kTenantA), env.now()));
+  auto k3 = ring->Rotate(true, "suspected compromise");
+  ASSERT_TRUE(k3.ok());
+  EXPECT_EQ(ring->SigningKey()->kid, *k3);
+  EXPECT_EQ(env.trust->Find(*k2)->state(), token::KeyState::kActive);  // retiring: verifies
+  EXPECT_TRUE(verifier->Verify(before).ok());
+  EXPECT_EQ(env.Emergencies(), 0u);  // an operator rotation is not an emergency
+  EXPECT_EQ(env.CountDetail("activated at once by an operator rotation (suspected compromise)"),
+            1u);
+}
+
+TEST(KeyRingTest, RevocationsByAnotherProcessAreAppliedFromTheStore) {
+  Env env;
+  auto store = std::make_shared<MemoryKeyStore>();
+  auto ring = env.Open(Enterprise(kTenantA), {}, store);
+  auto verifier = env.MakeVerifier();
+  std::string token = *ring->SignJwt(ClaimsFor(Enterprise(kTenantA), env.now()));
+  ASSERT_TRUE(verifier->Verify(token).ok());
+  EXPECT_TRUE(ring->RefreshFromStore()->empty());  // nothing changed elsewhere
+
+  // Another process revokes the key in the shared store.
+  auto records = store->Load(Enterprise(kTenantA).issuer);
+  ASSERT_TRUE(records.ok());
+  KeyRecord r = records->back();
+  r.state = SigningKeyState::kRevoked;
+  r.revoked_at = env.now();
+  r.revoked_reason = "revoked by the operator elsewhere";
+  ASSERT_TRUE(store->Update(r).ok());
+  EXPECT_TRUE(verifier->Verify(token).ok());  // not seen yet
+
+  auto revoked = ring->RefreshFromStore();
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_EQ(*revoked, std::vector<std::string>{r.kid});
+  EXPECT_EQ(verifier->Verify(token).reason, token::Reason::kKeyRevoked);
+  EXPECT_NE(ring->SigningKey()->kid, r.kid);
+  EXPECT_EQ(env.CountDetail("by another process: revoked by the operator elsewhere"), 1u);
+  EXPECT_TRUE(ring->RefreshFromStore()->empty());  // applied once
+}
+
 TEST(KeyRingTest, NoKeyOutlivesItsMaximumAgeEvenWhenTickIsNeverCalled) {
   Env env;
   auto ring = env.Open(Enterprise(kTenantA));

@@ -672,6 +672,14 @@ TEST_F(AuthorizationCodeTest, LoginFormCodePkceIdTokenAndRotatingRefresh) {
   std::string audit = testing::ReadAllOrEmpty(dir_.File("data/identity-audit.jsonl"));
   EXPECT_NE(audit.find("refresh token reuse"), std::string::npos);
   EXPECT_NE(audit.find("sign_in_failed"), std::string::npos);
+  // No code, token, refresh token or password in the audit log or any log line.
+  std::vector<std::string> secrets = {code, access, id_token, refresh, refresh2,
+                                      std::string(kPassword), "not the password"};
+  for (const auto& secret : secrets) EXPECT_EQ(audit.find(secret), std::string::npos) << secret;
+  std::lock_guard lock(log_mu_);
+  for (const auto& line : log_) {
+    for (const auto& secret : secrets) EXPECT_EQ(line.find(secret), std::string::npos) << line;
+  }
 }
 
 TEST_F(AuthorizationCodeTest, AuthorizationRequestErrors) {
