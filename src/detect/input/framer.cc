@@ -22,8 +22,8 @@
 //   precedes the header; the header's "AuditData" column (case-insensitive, quoted or not) is the
 //   record. Record::line is the physical line where the row starts (the header is line 1, or 2
 //   after a #TYPE line). Bad quoting, a short row or an unterminated quote at the end of the file
-//   is a bad record; a row longer than max_record_bytes is a bad record skipped up to the next
-//   newline, where framing resumes in the unquoted state.
+//   is a bad record; a row longer than max_record_bytes is a bad record, skipped to its end (quotes
+//   still tracked, so an unterminated quote skips to the end of the file).
 #include "detect/input/framer.h"
 
 #include <algorithm>
@@ -190,6 +190,10 @@ class ValueScanner {
       if (scalar_) {
         if (IsSpace(c) || c == ',' || c == ']' || c == '}' || c == '{' || c == '[') {
           *len = static_cast<size_t>(p - base);
+          if (*len == 0) {
+            *error = fmt::format("unexpected '{}' in JSON", c);
+            return Result::kError;
+          }
           return Result::kDone;
         }
         ++p;
@@ -566,12 +570,12 @@ class CsvFramer : public Framer {
       if (row_end == nullptr) {
         if (!w->eof) {
           if (v.size() > max_) {
-            // Give up on this row; resume at the next newline in the unquoted state.
+            // Skip the rest of this row, still tracking quotes so that the row's end is found
+            // where a well-formed file has it.
             f->line = line_ + 1;
             f->reason = Oversize(max_);
             line_ += CountNewlines(v);
             scanned_ = 0;
-            in_quotes_ = false;
             skip_to_newline_ = true;
             w->begin = w->end;
             return FrameStatus::kBad;

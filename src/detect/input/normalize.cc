@@ -318,10 +318,15 @@ constexpr AzureAlias kAzurePropertyAliases[] = {
 class AliasWriter {
  public:
   AliasWriter(std::string* out) : out_(out) {}
+  // Copies every member of o, duplicates included (they are the input's, not ours to judge).
   void Original(object o) {
     out_->push_back('{');
     for (auto f : o) {
-      Key(f.key);
+      if (!first_) out_->push_back(',');
+      first_ = false;
+      if (!Has(f.key)) keys_.emplace_back(f.key);
+      json::AppendQuoted(out_, f.key);
+      out_->push_back(':');
       AppendJson(f.value, out_);
     }
   }

@@ -261,26 +261,12 @@ Status RecordReader::Impl::Init() {
   std::string_view first_line = v.substr(first, v.find('\n', first) - first);
 
   Container container;
+  bool json_like = c == '{' || c == '[' || first_line.starts_with("Record ") ||
+                   (c == '\0' && v.size() == first);
   if (format_ == LogFormat::kUalCsv) {
     container = Container::kCsv;
-  } else if (c == '[' || format_ == LogFormat::kJsonArray) {
-    container = Container::kStream;
-  } else if (c == '{') {
-    // JSON lines unless the first object spans lines (pretty-printed, or a wrapper).
-    KW_RETURN_IF_ERROR(FillFirstLine(options_.max_record_bytes));
-    v = w_.view();
-    first_line = v.substr(first, v.find('\n', first) - first);
-    container = format_ == LogFormat::kJsonLines || internal::IsCompleteJsonValue(first_line)
-                    ? Container::kLines
-                    : Container::kStream;
-  } else if (first_line.starts_with("Record ")) {
-    container = Container::kStream;
-  } else if (c == '\0' && v.size() == first) {
-    container = Container::kLines;  // empty file
-  } else if (EndsWith(lower_name, ".csv") || format_ == LogFormat::kAuto ||
-             first_line.find("AuditData") != std::string_view::npos) {
-    if (format_ == LogFormat::kAuto && !EndsWith(lower_name, ".csv") &&
-        first_line.find("AuditData") == std::string_view::npos &&
+  } else if (format_ == LogFormat::kAuto && !json_like) {
+    if (!EndsWith(lower_name, ".csv") && first_line.find("AuditData") == std::string_view::npos &&
         !first_line.starts_with("#TYPE")) {
       if (EndsWith(lower_name, ".evtx")) {
         return InvalidArgumentError(fmt::format(
@@ -292,8 +278,17 @@ Status RecordReader::Impl::Init() {
           *file_));
     }
     container = Container::kCsv;
-    if (format_ == LogFormat::kAuto) format_ = LogFormat::kUalCsv;
+    format_ = LogFormat::kUalCsv;
+  } else if (c == '[' || format_ == LogFormat::kJsonArray || first_line.starts_with("Record ")) {
+    container = Container::kStream;
+  } else if (c == '{' && format_ != LogFormat::kJsonLines) {
+    // JSON lines unless the first object spans lines (pretty-printed, or a wrapper).
+    KW_RETURN_IF_ERROR(FillFirstLine(options_.max_record_bytes));
+    v = w_.view();
+    first_line = v.substr(first, v.find('\n', first) - first);
+    container = internal::IsCompleteJsonValue(first_line) ? Container::kLines : Container::kStream;
   } else {
+    // JSON lines, or a forced format over text that is not JSON: every line is then a bad record.
     container = Container::kLines;
   }
 
@@ -306,7 +301,6 @@ Status RecordReader::Impl::Init() {
       break;
     case Container::kCsv:
       framer_ = internal::NewCsvFramer(options_.max_record_bytes);
-      format_ = LogFormat::kUalCsv;
       break;
   }
 

@@ -60,6 +60,8 @@ not json
       {"json_array_bad_element_resyncs", "t.json",
        "[\n{\"a\":1},\n{\"b\":]\n{\"c\":3},\n7,\n{\"d\":4}\n]", LogFormat::kAuto,
        LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"c":3})", 3}, {R"({"d":4})", 5}}, {2, 4}},
+      {"json_array_stray_close_bracket", "t.json", "[{\"a\":1}}\n,{\"b\":2}\n]",
+       LogFormat::kAuto, LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"b":2})", 3}}, {2}},
       {"concatenated_pretty_objects", "c.json", "{\n \"a\": 1\n}\n{\n \"b\": 2\n}\n",
        LogFormat::kAuto, LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"b":2})", 2}}, {}},
       {"keyward_audit", "audit.log",
@@ -258,6 +260,51 @@ TEST(RecordReaderTest, ValidateJsonCatchesMalformedObjects) {
   ASSERT_EQ(r.bad.count, 1u);
   EXPECT_EQ(r.bad.first[0].line, 2u);
   EXPECT_NE(r.bad.first[0].reason.find("malformed JSON"), std::string::npos);
+}
+
+// Found by fuzzing: normalised records stay valid JSON whatever the input's quirks.
+TEST(RecordReaderTest, NormalisedRecordsAreValidJson) {
+  TempDir dir;
+  std::string path = dir.Write(
+      "dup.json",
+      R"({"category":"SignInLogs","operationName":"x","properties":{"appDisplayName":"a","appDisplayName":"b","status":{"errorCode":"x"}}}
+{"category":"SignInLogs","operationName":"y","properties":{"location":"not an object","status":[]}})");
+  ReaderOptions o;
+  o.validate_json = true;
+  ReadResult r = ReadAll(path, LogFormat::kAuto, o);
+  ASSERT_EQ(r.records.size(), 2u);
+  for (const auto& rec : r.records) {
+    EXPECT_EQ(Canonical(rec.json).rfind("<invalid", 0), std::string::npos) << rec.json;
+  }
+  EXPECT_NE(r.records[0].json.find(R"("AppDisplayName":"a")"), std::string::npos);
+  EXPECT_NE(r.records[0].json.find(R"("Status":"Failure")"), std::string::npos);
+}
+
+// A record much larger than the input window is still delivered whole.
+TEST(RecordReaderTest, LongRecordsGrowTheWindow) {
+  TempDir dir;
+  std::string big = "{\"x\":\"" + std::string(5 << 20, 'a') + "\"}";
+  std::string big_csv = "{\"\"x\"\":\"\"" + std::string(5 << 20, 'a') + "\"\"}";
+  for (const char* name : {"a.jsonl", "a.json", "a.csv"}) {
+    SCOPED_TRACE(name);
+    std::string n(name);
+    std::string content =
+        n == "a.json" ? "[" + big + ",{\"b\":2}]"
+        : n == "a.csv" ? "AuditData\n\"" + big_csv + "\"\n\"{\"\"b\"\":2}\"\n"
+                       : big + "\n{\"b\":2}\n";
+    ReadResult r = ReadAll(dir.Write(name, content));
+    ASSERT_EQ(r.records.size(), 2u);
+    EXPECT_EQ(r.records[0].json, big);
+    EXPECT_EQ(r.bad.count, 0u);
+  }
+  // And over the limit it is a bad record, also in CSV, where framing resumes after it.
+  ReaderOptions o;
+  o.max_record_bytes = 1 << 20;
+  ReadResult r = ReadAll(dir.Write("b.csv", "AuditData\n\"" + big_csv + "\"\n\"{\"\"b\"\":2}\"\n"),
+                         LogFormat::kAuto, o);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].json, "{\"b\":2}");
+  EXPECT_EQ(r.bad.count, 1u);
 }
 
 TEST(RecordReaderTest, OversizeRecordIsBadAndSkipped) {
