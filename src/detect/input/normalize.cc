@@ -274,10 +274,14 @@ bool In(std::string_view s, const std::string_view (&list)[N]) {
 }
 
 // "2023-06-16T01:02:03.1234567Z" → "2023-06-16T01:02:03", the UAL CreationTime form.
+// Anything else is kept as it is.
 std::string_view UalTime(std::string_view t) {
-  if (t.size() >= 19 && t[10] == 'T') return t.substr(0, 19);
-  if (!t.empty() && t.back() == 'Z') t.remove_suffix(1);
-  return t;
+  if (t.size() < 19) return t;
+  for (size_t i = 0; i < 19; ++i) {
+    char want = i == 4 || i == 7 ? '-' : i == 10 ? 'T' : i == 13 || i == 16 ? ':' : '0';
+    if (want == '0' ? (t[i] < '0' || t[i] > '9') : t[i] != want) return t;
+  }
+  return t.substr(0, 19);
 }
 
 bool IsSignInCategory(std::string_view c) {

@@ -115,6 +115,13 @@ not json
        {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"id1","Workload":"Exchange","Operation":"MailItemsAccessed","RecordType":50,"UserType":0,"ClientIPAddress":"51.89.156.153","LogonType":0,"ExternalAccess":false,"Folders":[{"Path":"\\Inbox","FolderItems":[{"InternetMessageId":"<a@b>"}]}],"OperationProperties":[{"Name":"MailAccessType","Value":"Bind"}],"AppAccessContext":{"ClientAppId":"x"},"UserId":"a@x.com","OrganizationId":"org","ClientInfoString":"Client=REST;Client=RESTSystem;;","Parameters":"not [json"})",
          1}},
        {}, "m365", "audit"},
+      {"sentinel_odd_time_kept_whole", "oa.jsonl",
+       R"({"OfficeWorkload":"Exchange","TimeGenerated":"16/06/2023 01:02:03 été +02"}
+{"OfficeWorkload":"Exchange","TimeGenerated":"2023-06-16T01:02:03Z","CreationTime":"2023-06-16T01:02:04"})",
+       LogFormat::kAuto, LogFormat::kSentinelOfficeActivity,
+       {{R"({"Workload":"Exchange","CreationTime":"16/06/2023 01:02:03 été +02"})", 1},
+        {R"({"Workload":"Exchange","CreationTime":"2023-06-16T01:02:04"})", 2}},
+       {}, "m365", "audit"},
       {"entra_signin_azure_monitor", "signin.json",
        R"({"time":"2023-06-16T01:02:03Z","resourceId":"/tenants/t/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","resultType":"50053","resultDescription":"Account is locked","properties":{"userPrincipalName":"a@x.com","appId":"app","appDisplayName":"Office 365 Exchange Online","ipAddress":"1.2.3.4","status":{"errorCode":50053,"failureReason":"Account is locked"},"clientAppUsed":"Browser","userAgent":"azurehound/2.0","conditionalAccessStatus":"notApplied","riskLevelDuringSignIn":"none","authenticationRequirement":"singleFactorAuthentication","resourceDisplayName":"Office 365 Exchange Online","location":{"city":"Paris","countryOrRegion":"FR"},"networkLocationDetails":[],"deviceDetail":{"deviceId":"","trustType":""},"resourceId":"res"}})",
        LogFormat::kAuto, LogFormat::kEntraSignIn,
