@@ -307,6 +307,8 @@ struct Engine::Impl {
   std::shared_ptr<const RuleSetData> d;
   simdjson::dom::parser parser{64u << 20};
   std::string buf;
+  internal::HsScratch hs_scratch;
+  bool scratch_ok = true;
   EventView view;
   std::vector<std::unique_ptr<HintPlan>> plans;
   HintPlan* last_plan = nullptr;
@@ -320,9 +322,13 @@ struct Engine::Impl {
   Stats* stats;
 
   Impl(const RuleSet& rs, Stats* s)
-      : d(rs.d_), view(&rs.d_->fields), stamp(rs.d_->rules.size(), 0),
+      : d(rs.d_), view(rs.d_.get(), &hs_scratch), stamp(rs.d_->rules.size(), 0),
         entry_memo(rs.d_->mappings.size(), -1), corr(rs.d_->correlations.size()), stats(s) {
     buf.reserve(64 << 10);
+    for (const auto& db : d->field_dbs) {
+      // Only fails when out of memory; matching then falls back to no alerts on those fields.
+      if (db) scratch_ok = scratch_ok && hs_scratch.Fit(*db).ok();
+    }
   }
 
   HintPlan* PlanFor(const LogSource& h) {
@@ -640,6 +646,7 @@ struct Engine::Impl {
 
   Status Process(std::string_view event_json, const LogSource& hint, AlertSink& sink) {
     ++stats->events;
+    if (!scratch_ok) return ResourceExhaustedError("could not allocate Hyperscan scratch space");
     if (buf.capacity() < event_json.size() + simdjson::SIMDJSON_PADDING) {
       buf.reserve(2 * (event_json.size() + simdjson::SIMDJSON_PADDING));
     }
@@ -690,6 +697,13 @@ struct Engine::Impl {
           auto it = idx.by_value.find(low);
           if (it == idx.by_value.end()) continue;
           for (int ri : it->second) Evaluate(ri, event_json, t, sink);
+        }
+      }
+      for (int f : g.hs_fields) {
+        EventView::Span m = view.ScanField(f);
+        for (uint32_t i = m.begin; i < m.begin + m.count; ++i) {
+          int ri = d->prefilter_rule[view.matched_id(i)];
+          if (ri >= 0 && d->rules[ri].group == gate.group) Evaluate(ri, event_json, t, sink);
         }
       }
     }

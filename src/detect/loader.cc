@@ -953,6 +953,124 @@ struct Loader::Impl {
     return true;
   }
 
+  // Gives every Hyperscan-able string test an id and compiles one database per field.
+  void BuildFieldDbs() {
+    std::vector<std::vector<FieldDb::Expr>> per_field(data->fields.specs.size());
+    std::vector<std::vector<ValueTest*>> tests(data->fields.specs.size());
+    uint32_t next_id = 0;
+    auto visit = [&](Detection& d) {
+      for (Selection& s : d.selections) {
+        for (auto& group : s.groups) {
+          for (FieldTest& t : group) {
+            if (t.field < 0) continue;
+            for (ValueTest& v : t.values) {
+              if (v.kind != ValueTest::Kind::kString || v.patterns.empty()) continue;
+              bool ok = true;
+              for (const StringPattern& p : v.patterns) ok = ok && HsEligible(p);
+              if (!ok) continue;
+              v.hs_id = static_cast<int>(next_id++);
+              for (const StringPattern& p : v.patterns) {
+                per_field[t.field].push_back(FieldDb::ToExpr(p, v.hs_id));
+              }
+              tests[t.field].push_back(&v);
+            }
+          }
+        }
+      }
+    };
+    for (auto& r : data->rules) visit(r.detection);
+    for (auto& f : data->filters) visit(f.detection);
+    for (auto& m : data->mappings) visit(m.conditions);
+    data->field_dbs.resize(data->fields.specs.size());
+    for (size_t f = 0; f < per_field.size(); ++f) {
+      if (per_field[f].empty()) continue;
+      auto db = FieldDb::Compile(per_field[f]);
+      if (!db.ok()) {
+        // Matching stays correct without the database (pattern by pattern), only slower.
+        Warn("(engine)", YAML::Mark::null_mark(), "",
+             "field '" + data->fields.specs[f].sigma_name + "': " + db.status().message());
+        for (ValueTest* v : tests[f]) v->hs_id = -1;
+        continue;
+      }
+      data->field_dbs[f] = std::move(*db);
+    }
+    data->hs_ids = next_id;
+    data->prefilter_rule.assign(next_id, -1);
+  }
+
+  // Hyperscan ids of which at least one must match for the rule to match, with the fields they
+  // belong to. Derived from the condition tree: a search identifier qualifies when each of its
+  // AND-groups has a string test on a field with a database; AND takes its smallest qualifying
+  // child, OR needs every child to qualify (union), NOT never qualifies.
+  using IdSet = std::vector<std::pair<int, int>>;  // (hs id, field)
+
+  std::optional<IdSet> SelectionIds(const Selection& s) {
+    IdSet out;
+    if (s.groups.empty()) return std::nullopt;
+    for (const auto& group : s.groups) {
+      const FieldTest* best = nullptr;
+      for (const FieldTest& t : group) {
+        if (t.field < 0 || t.neq || t.values.empty()) continue;
+        bool ok = true;
+        for (const ValueTest& v : t.values) ok = ok && v.hs_id >= 0;
+        if (!ok) continue;
+        size_t n = t.all ? 1 : t.values.size();
+        if (!best || n < (best->all ? 1 : best->values.size())) best = &t;
+      }
+      if (!best) return std::nullopt;
+      if (best->all) {
+        out.push_back({best->values[0].hs_id, best->field});
+      } else {
+        for (const ValueTest& v : best->values) out.push_back({v.hs_id, best->field});
+      }
+    }
+    return out;
+  }
+
+  std::optional<IdSet> NodeIds(const Detection& d, int node, int depth) {
+    if (depth > 64) return std::nullopt;
+    const CondNode& n = d.condition.nodes[node];
+    switch (n.kind) {
+      case CondNode::Kind::kRef:
+        return SelectionIds(d.selections[n.ref]);
+      case CondNode::Kind::kAnd: {
+        std::optional<IdSet> best;
+        for (int k : n.children) {
+          auto ids = NodeIds(d, k, depth + 1);
+          if (ids && (!best || ids->size() < best->size())) best = std::move(ids);
+        }
+        return best;
+      }
+      case CondNode::Kind::kOr: {
+        IdSet all;
+        for (int k : n.children) {
+          auto ids = NodeIds(d, k, depth + 1);
+          if (!ids) return std::nullopt;
+          all.insert(all.end(), ids->begin(), ids->end());
+        }
+        return all;
+      }
+      default:
+        return std::nullopt;
+    }
+  }
+
+  bool PrefilterKey(const DetectionRule& r, std::vector<int>* ids, std::vector<int>* fields) {
+    IdSet all;
+    for (int root : r.detection.roots) {
+      auto s = NodeIds(r.detection, root, 0);
+      if (!s) return false;
+      all.insert(all.end(), s->begin(), s->end());
+    }
+    if (all.empty()) return false;
+    for (const auto& [id, field] : all) {
+      // An id may only pre-select one rule; ids are per value test, so this never conflicts.
+      ids->push_back(id);
+      if (std::find(fields->begin(), fields->end(), field) == fields->end()) fields->push_back(field);
+    }
+    return true;
+  }
+
   void BuildGroups() {
     for (size_t i = 0; i < data->rules.size(); ++i) {
       DetectionRule& r = data->rules[i];
@@ -971,7 +1089,17 @@ struct Loader::Impl {
       int field;
       std::vector<std::string> values;
       if (!IndexKey(r, &field, &values)) {
-        group.unindexed.push_back(static_cast<int>(i));
+        std::vector<int> ids, fields;
+        if (PrefilterKey(r, &ids, &fields)) {
+          for (int id : ids) data->prefilter_rule[id] = static_cast<int>(i);
+          for (int f : fields) {
+            if (std::find(group.hs_fields.begin(), group.hs_fields.end(), f) == group.hs_fields.end()) {
+              group.hs_fields.push_back(f);
+            }
+          }
+        } else {
+          group.unindexed.push_back(static_cast<int>(i));
+        }
         continue;
       }
       RuleGroup::IndexedField* idx = nullptr;
@@ -1006,7 +1134,6 @@ void Loader::AddRules(std::string_view yaml, const std::string& file) {
 std::shared_ptr<RuleSetData> Loader::Finish() {
   impl_->LinkCorrelations();
   impl_->LinkFilters();
-  impl_->BuildGroups();
   RuleSetData& d = *impl_->data;
   for (const char* f : {"@timestamp", "timestamp", "time", "TimeGenerated", "CreationTime",
                         "Event.System.TimeCreated.#attributes.SystemTime", "eventTime",
@@ -1018,6 +1145,9 @@ std::shared_ptr<RuleSetData> Loader::Finish() {
       e.timestamp_field_id = d.fields.Intern(e.timestamp_field, {e.timestamp_field});
     }
   }
+  // After this point no field is interned: the databases are indexed by field id.
+  impl_->BuildFieldDbs();
+  impl_->BuildGroups();
   return impl_->data;
 }
 

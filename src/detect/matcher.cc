@@ -41,9 +41,14 @@ int FieldTable::Intern(std::string sigma_name, std::vector<std::string> paths) {
   return id;
 }
 
-EventView::EventView(const FieldTable* fields) : fields_(fields) {
-  field_gen_.assign(fields->specs.size(), 0);
-  field_span_.assign(fields->specs.size(), Span{});
+EventView::EventView(const RuleSetData* d, HsScratch* scratch)
+    : fields_(&d->fields), data_(d), scratch_hs_(scratch) {
+  field_gen_.assign(fields_->specs.size(), 0);
+  field_span_.assign(fields_->specs.size(), Span{});
+  id_gen_.assign(d->hs_ids, 0);
+  scan_gen_.assign(fields_->specs.size(), 0);
+  scan_span_.assign(fields_->specs.size(), Span{});
+  matched_.reserve(256);
   values_.reserve(256);
   arena_.reserve(16 << 10);
 }
@@ -53,6 +58,34 @@ void EventView::Reset(element root) {
   ++generation_;
   values_.clear();
   arena_.clear();
+  matched_.clear();
+}
+
+int EventView::OnHsMatch(unsigned id, unsigned long long, unsigned long long, unsigned, void* ctx) {
+  auto* self = static_cast<EventView*>(ctx);
+  if (self->id_gen_[id] != self->generation_) {
+    self->id_gen_[id] = self->generation_;
+    self->matched_.push_back(id);
+  }
+  return 0;
+}
+
+EventView::Span EventView::ScanField(int id) {
+  if (scan_gen_[id] == generation_) return scan_span_[id];
+  Span values = Resolve(id);
+  Span out;
+  out.begin = static_cast<uint32_t>(matched_.size());
+  const FieldDb& db = *data_->field_dbs[id];
+  for (uint32_t i = values.begin; i < values.begin + values.count; ++i) {
+    std::string_view text;
+    if (!Raw(i, &text)) continue;
+    if (text.empty()) text = std::string_view("", 0);
+    HsScan(db, *scratch_hs_, text, &EventView::OnHsMatch, this);
+  }
+  out.count = static_cast<uint32_t>(matched_.size()) - out.begin;
+  scan_gen_[id] = generation_;
+  scan_span_[id] = out;
+  return out;
 }
 
 void EventView::AddValue(element e, int depth) {
@@ -328,7 +361,11 @@ bool EventView::MatchValueOn(const ValueTest& v, uint32_t i) {
   }
 }
 
-bool EventView::MatchValue(const ValueTest& v, Span s) {
+bool EventView::MatchValue(const ValueTest& v, Span s, int field) {
+  if (v.hs_id >= 0) {
+    ScanField(field);
+    return id_gen_[v.hs_id] == generation_;
+  }
   switch (v.kind) {
     case ValueTest::Kind::kNull:
       for (uint32_t i = s.begin; i < s.begin + s.count; ++i) {
@@ -391,18 +428,18 @@ bool EventView::MatchFieldTest(const FieldTest& t) {
   if (t.neq) {
     if (s.count == 0) return false;
     for (const ValueTest& v : t.values) {
-      if (MatchValue(v, s)) return false;
+      if (MatchValue(v, s, t.field)) return false;
     }
     return true;
   }
   if (t.all) {
     for (const ValueTest& v : t.values) {
-      if (!MatchValue(v, s)) return false;
+      if (!MatchValue(v, s, t.field)) return false;
     }
     return true;
   }
   for (const ValueTest& v : t.values) {
-    if (MatchValue(v, s)) return true;
+    if (MatchValue(v, s, t.field)) return true;
   }
   return false;
 }

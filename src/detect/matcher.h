@@ -26,7 +26,8 @@ class EventView {
     bool low_done = false;
   };
 
-  explicit EventView(const FieldTable* fields);
+  // `d` supplies the field table and the Hyperscan databases; `scratch` must fit them all.
+  EventView(const RuleSetData* d, HsScratch* scratch);
 
   // Starts a new event. `root` must stay valid until the next Reset.
   void Reset(simdjson::dom::element root);
@@ -47,6 +48,11 @@ class EventView {
 
   simdjson::dom::element root() const { return root_; }
 
+  // Scans field `id` with its Hyperscan database (once per event) and returns the range of
+  // matched ids in matched_ids(). REQUIRES a database for the field.
+  Span ScanField(int id);
+  uint32_t matched_id(uint32_t i) const { return matched_[i]; }
+
   // Matching.
   bool MatchDetection(const Detection& d);
   bool MatchSelection(const Selection& s);
@@ -56,12 +62,19 @@ class EventView {
   void Collect(simdjson::dom::element e, std::string_view path, int depth);
   void AddValue(simdjson::dom::element e, int depth);
   bool MatchValueOn(const ValueTest& v, uint32_t slot);
-  bool MatchValue(const ValueTest& v, Span span);
+  bool MatchValue(const ValueTest& v, Span span, int field);
+  static int OnHsMatch(unsigned id, unsigned long long, unsigned long long, unsigned, void* ctx);
   bool MatchKeyword(const FieldTest& t);
   bool KeywordWalk(simdjson::dom::element e, const ValueTest& v, int depth);
   bool EvalNode(const Detection& d, int node);
 
   const FieldTable* fields_;
+  const RuleSetData* data_;
+  HsScratch* scratch_hs_;
+  std::vector<uint64_t> id_gen_;    // per Hyperscan id: generation it last matched in
+  std::vector<uint64_t> scan_gen_;  // per field: generation it was last scanned in
+  std::vector<Span> scan_span_;     // per field: its matched ids in matched_
+  std::vector<uint32_t> matched_;
   simdjson::dom::element root_;
   uint64_t generation_ = 0;
   std::vector<uint64_t> field_gen_;

@@ -63,6 +63,8 @@ class StringPattern {
   bool cased() const { return cased_; }
   // The literal for kExact/kPrefix/kSuffix/kContains.
   const std::string& literal() const { return literal_; }
+  // The (lower-cased unless cased) pattern for kGlob.
+  const SigmaString& glob() const { return glob_; }
 
  private:
   bool GlobMatch(std::string_view subject) const;

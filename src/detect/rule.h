@@ -11,6 +11,7 @@
 
 #include "detect/condition.h"
 #include "detect/engine.h"
+#include "detect/field_db.h"
 #include "detect/pattern.h"
 
 namespace kw::detect::internal {
@@ -62,6 +63,9 @@ struct ValueTest {
   int ref_field = -1;
   StringPattern::Kind ref_kind = StringPattern::Kind::kExact;
   bool ref_cased = false;
+  // kString on a field with a Hyperscan database: the id all of `patterns` report (-1: match
+  // `patterns` one by one).
+  int hs_id = -1;
 };
 
 // One "Field|modifiers: values" entry (or a keyword list when field < 0).
@@ -168,6 +172,8 @@ struct RuleGroup {
     StringMap<std::vector<int>> by_value;  // lower-cased exact value -> rules
   };
   std::vector<IndexedField> index;
+  // Fields whose Hyperscan matches select rules of this group (RuleSetData::prefilter_rule).
+  std::vector<int> hs_fields;
 };
 
 struct RuleSetData {
@@ -179,6 +185,11 @@ struct RuleSetData {
   std::vector<RuleGroup> groups;
   std::vector<int> default_time_fields;
   size_t max_selections = 0;
+  // Hyperscan: one database per field id (null: none), the number of ids, and for each id the
+  // rule it pre-selects (-1: none), i.e. the rule can only match if that id matched.
+  std::vector<std::unique_ptr<FieldDb>> field_dbs;
+  uint32_t hs_ids = 0;
+  std::vector<int> prefilter_rule;
 };
 
 }  // namespace kw::detect::internal
