@@ -45,7 +45,9 @@
 //       countryOrRegion, appliedConditionalAccessPolicies→ConditionalAccessPolicies,
 //       resourceId→ResourceIdentity, networkLocationDetails→NetworkLocationDetails as a JSON
 //       string (as Sentinel stores it, so `NetworkLocationDetails: '[]'` matches),
-//       operationType→AADOperationType; status→Status as a string, "Success" for errorCode 0,
+//       operationType→AADOperationType; for activity logs also OperationNameValue,
+//       CategoryValue, ActivityStatusValue and ResourceProviderValue (from resourceId's
+//       "/providers/<namespace>/"); status→Status as a string, "Success" for errorCode 0,
 //       otherwise "Failure: <failureReason>; <additionalDetails>", plus ResultType (the error
 //       code as a string, as Sentinel types it) and ResultDescription (failureReason) when absent.
 //
@@ -263,7 +265,7 @@ constexpr std::string_view kSentinelDropped[] = {"TenantId", "SourceSystem", "Ty
 constexpr std::string_view kSentinelJsonStrings[] = {
     "Folders", "Item", "AffectedItems", "Parameters", "OperationProperties", "AppAccessContext",
     "ModifiedProperties", "ExtendedProperties", "Folder", "DestFolder", "Members",
-    "CrossMailboxOperations", "EventData", "SensitiveInfoDetectionIsIncluded"};
+    "CrossMailboxOperations", "EventData"};
 
 constexpr std::string_view kSentinelIntegers[] = {"InternalLogonType", "OperationCount", "Version",
                                                   "AzureActiveDirectoryEventType"};
@@ -293,6 +295,12 @@ bool IsSignInCategory(std::string_view c) {
 bool IsRiskCategory(std::string_view c) {
   return c == "RiskyUsers" || c == "UserRiskEvents" || c == "RiskyServicePrincipals" ||
          c == "ServicePrincipalRiskEvents";
+}
+
+std::string Lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
 }
 
 struct AzureAlias {
@@ -645,6 +653,19 @@ std::string Normalizer::Azure(element e, RecordSink* out) {
     for (const AzureAlias& a : kAzureTopAliases) {
       element v;
       if (o[a.from].get(v) == simdjson::SUCCESS) aw.Alias(a.to, v);
+    }
+    if (source == kSrcAzureActivity) {
+      // Sentinel's AzureActivity columns, which SigmaHQ's activitylogs rules also use.
+      element v;
+      if (o["operationName"].get(v) == simdjson::SUCCESS) aw.Alias("OperationNameValue", v);
+      if (o["category"].get(v) == simdjson::SUCCESS) aw.Alias("CategoryValue", v);
+      if (o["resultType"].get(v) == simdjson::SUCCESS) aw.Alias("ActivityStatusValue", v);
+      std::string_view rid = StringMember(o, "resourceId").value_or("");
+      size_t at = Lower(rid).rfind("/providers/");
+      if (at != std::string_view::npos) {
+        std::string_view provider = rid.substr(at + 11);
+        aw.AliasString("ResourceProviderValue", provider.substr(0, provider.find('/')));
+      }
     }
   } else if (auto t = StringMember(o, "createdDateTime")) {
     aw.AliasString("TimeGenerated", *t);

@@ -155,7 +155,8 @@ class RecordReader::Impl {
         src_(std::move(src)),
         format_(format),
         options_(options) {
-    options_.max_record_bytes = std::max<size_t>(options_.max_record_bytes, 64);
+    // Record lengths are kept in 32 bits; no log record comes near 1 GiB.
+    options_.max_record_bytes = std::clamp<size_t>(options_.max_record_bytes, 64, 1u << 30);
     options_.batch_bytes = std::max<size_t>(options_.batch_bytes, 1);
     w_.cap = std::min(std::max<size_t>(options_.batch_bytes, 64 * 1024), kReadChunk * 4);
     w_.data.reset(new char[w_.cap + internal::Window::kWindowPadding]);

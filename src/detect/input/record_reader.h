@@ -121,6 +121,7 @@ struct ReaderOptions {
   // Target size of one batch's records. A batch ends after the record that reaches it.
   size_t batch_bytes = 4u << 20;
   // A record longer than this (after decompression, before normalisation) is a bad record.
+  // Clamped to [64 B, 1 GiB].
   size_t max_record_bytes = 16u << 20;
   // How many bad records are kept with their reason (all are counted).
   size_t max_bad_records_kept = 100;

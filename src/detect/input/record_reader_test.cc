@@ -2,6 +2,9 @@
 
 #include <sys/resource.h>
 
+#include <atomic>
+#include <thread>
+
 #include <string>
 #include <vector>
 
@@ -140,12 +143,14 @@ not json
   "records": [
     {"time": "t1", "category": "SignInLogs", "operationName": "Sign-in activity", "resultType": "0", "properties": {"status": {"errorCode": 0}, "userPrincipalName": "a@x.com"}},
     {"time": "t2", "category": "AuditLogs", "operationName": "Add member to role", "properties": {"activityDisplayName": "Add member to role", "result": "success", "loggedByService": "Core Directory"}},
-    {"time": "t3", "category": "Administrative", "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "resourceId": "/subscriptions/s", "properties": {}}
+    {"time": "t3", "category": "Administrative", "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/VM1", "properties": {}}
   ]
 })",
        LogFormat::kAuto, LogFormat::kEntraSignIn,
        {{R"(~"Status":"Success")", 1}, {R"(~"ActivityDisplayName":"Add member to role")", 2},
-        {R"(~"OperationName":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE")", 3}},
+        {R"(~"OperationName":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE")", 3},
+        {R"(~"OperationNameValue":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE")", 3},
+        {R"(~"ResourceProviderValue":"MICROSOFT.COMPUTE")", 3}},
        {}, "azure", ""},
       {"graph_signin_page", "graph.json",
        R"({"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns","value":[{"id":"1","createdDateTime":"2023-06-16T01:02:03Z","userPrincipalName":"a@x.com","appDisplayName":"Azure Portal","ipAddress":"5.6.7.8","status":{"errorCode":50126,"failureReason":"Invalid username or password","additionalDetails":"MFA denied; user declined"}}],"@odata.nextLink":"https://next"})",
@@ -254,6 +259,48 @@ TEST(RecordReaderTest, RecordsArePaddedForSimdjson) {
   // The batch outlives the reader.
   reader->reset();
   EXPECT_EQ(batch[2].json, R"({"c":"x"})");
+}
+
+// The producer/worker pattern of `keyward hunt`: batches move to other threads, which read them
+// concurrently after the reader is gone.
+TEST(RecordReaderTest, BatchesMoveToWorkerThreads) {
+  TempDir dir;
+  std::string content;
+  for (int i = 0; i < 50000; ++i) content += "{\"i\":" + std::to_string(i) + "}\n";
+  ReaderOptions o;
+  o.batch_bytes = 4096;
+  auto reader = RecordReader::Open(dir.Write("n.jsonl", content), LogFormat::kAuto, o);
+  ASSERT_TRUE(reader.ok());
+  std::vector<RecordBatch> batches;
+  for (;;) {
+    RecordBatch b;
+    auto more = (*reader)->NextBatch(&b);
+    ASSERT_TRUE(more.ok());
+    if (!*more) break;
+    batches.push_back(std::move(b));
+  }
+  reader->reset();
+  EXPECT_GT(batches.size(), 50u);
+  std::atomic<uint64_t> sum{0}, lines{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 4; ++t) {
+    workers.emplace_back([&, t] {
+      simdjson::dom::parser parser;
+      for (size_t b = t; b < batches.size(); b += 4) {
+        for (size_t i = 0; i < batches[b].size(); ++i) {
+          Record r = batches[b][i];
+          int64_t v = 0;
+          if (parser.parse(r.json.data(), r.json.size(), false)["i"].get(v) == simdjson::SUCCESS) {
+            sum += static_cast<uint64_t>(v);
+          }
+          lines += r.line;
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  EXPECT_EQ(sum.load(), 49999ull * 50000 / 2);
+  EXPECT_EQ(lines.load(), 50000ull * 50001 / 2);
 }
 
 TEST(RecordReaderTest, ValidateJsonCatchesMalformedObjects) {
