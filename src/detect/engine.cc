@@ -295,6 +295,10 @@ struct GroupState {
   int64_t newest = INT64_MIN;
 };
 
+// Bounds the memory an adversarial stream (a new user name per event) can make one correlation
+// hold; beyond it, inputs for new groups are dropped and counted.
+constexpr size_t kMaxGroupsPerCorrelation = 1 << 20;
+
 struct CorrState {
   std::unordered_map<std::string, GroupState> groups;
   int64_t newest = INT64_MIN;
@@ -341,6 +345,8 @@ struct Engine::Impl {
         return last_plan = p.get();
       }
     }
+    // Hints come from readers (a handful of distinct ones); bound the cache anyway.
+    if (plans.size() >= 256) plans.clear();
     auto plan = std::make_unique<HintPlan>();
     plan->product = AsciiLowerCopy(h.product);
     plan->service = AsciiLowerCopy(h.service);
@@ -491,6 +497,16 @@ struct Engine::Impl {
       for (auto it = cs.groups.begin(); it != cs.groups.end();) {
         if (it->second.newest < cs.newest - 2 * c.timespan_ms) it = cs.groups.erase(it);
         else ++it;
+      }
+    }
+    if (cs.groups.size() >= kMaxGroupsPerCorrelation && cs.groups.count(in.key) == 0) {
+      for (auto it = cs.groups.begin(); it != cs.groups.end();) {
+        if (it->second.newest < cs.newest - c.timespan_ms) it = cs.groups.erase(it);
+        else ++it;
+      }
+      if (cs.groups.size() >= kMaxGroupsPerCorrelation) {
+        ++stats->correlation_groups_dropped;
+        return;
       }
     }
     GroupState& g = cs.groups[in.key];

@@ -250,6 +250,7 @@ class Engine {
     uint64_t suppressed_by_filter = 0;
     uint64_t alerts = 0;
     uint64_t late_events = 0;  // too old to join a correlation window
+    uint64_t correlation_groups_dropped = 0;  // a correlation already held 2^20 live groups
   };
   const Stats& stats() const { return stats_; }
 

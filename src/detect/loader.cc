@@ -155,6 +155,9 @@ struct Loader::Impl {
     YAML::Mark mark;
   };
   std::vector<PendingCorrelation> correlations;
+  // The field and log source being compiled (for value_mappings).
+  std::string current_field_;
+  const LogSourceKey* current_ls_ = nullptr;
 
   Impl(const LoadOptions& o, LoadReport* r) : options(o), report(r) {}
 
@@ -253,10 +256,28 @@ struct Loader::Impl {
     return std::nullopt;
   }
 
+  // The event's spellings of a rule value, per the mapping's value_mappings.
+  std::vector<std::string> MappedValues(const LogSourceKey& ls, const std::string& field,
+                                        const std::string& raw) {
+    std::vector<std::string> out{raw};
+    if (field.empty()) return out;
+    for (const MappingEntry& e : data->mappings) {
+      if (!e.logsource.SubsetOf(ls)) continue;
+      for (const auto& [f, values] : e.value_mappings) {
+        if (!AsciiEqualsIgnoreCase(f, field)) continue;
+        for (const auto& [from, to] : values) {
+          if (AsciiEqualsIgnoreCase(from, raw)) out = to;
+        }
+      }
+    }
+    return out;
+  }
+
   MaybeError CompileStringValue(const YAML::Node& at, const Modifiers& m, const std::string& raw,
                                 ValueTest* v) {
     v->kind = ValueTest::Kind::kString;
-    std::vector<std::string> raws{raw};
+    std::vector<std::string> raws =
+        m.expand ? std::vector<std::string>{raw} : MappedValues(*current_ls_, current_field_, raw);
     if (m.expand) {
       bool any = false;
       KW_LOAD_CHECK(ExpandPlaceholders(at, raw, &raws, &any));
@@ -382,6 +403,8 @@ struct Loader::Impl {
     }
     Modifiers m;
     KW_LOAD_CHECK(ParseModifiers(key, std::vector<std::string>(parts.begin() + 1, parts.end()), &m));
+    current_field_ = parts[0];
+    current_ls_ = &ls;
     if (parts[0].empty()) {
       if (m.exists || m.fieldref || m.neq) return Err(key, "keyword search cannot use exists, fieldref or neq");
       // Keywords are full-text searches: a value anywhere in a field.
@@ -411,6 +434,8 @@ struct Loader::Impl {
     ft.field = -1;
     Modifiers m;
     m.contains = true;
+    current_field_.clear();
+    current_ls_ = &ls;
     for (const auto& item : items) KW_LOAD_CHECK(CompileValue(item, m, ls, &ft));
     group->push_back(std::move(ft));
     return std::nullopt;
@@ -703,6 +728,16 @@ struct Loader::Impl {
       }
     }
     e.field_prefixes = StringList(n["field_prefixes"]);
+    const YAML::Node vm = n["value_mappings"];
+    if (vm) {
+      if (!vm.IsMap()) return Err(vm, "value_mappings must be a map of field to a map of values");
+      for (const auto& fv : vm) {
+        if (!fv.second.IsMap()) return Err(fv.second, "value_mappings of a field must be a map");
+        std::vector<std::pair<std::string, std::vector<std::string>>> values;
+        for (const auto& kv : fv.second) values.push_back({Scalar(kv.first), StringList(kv.second)});
+        e.value_mappings.push_back({Scalar(fv.first), std::move(values)});
+      }
+    }
     const YAML::Node ts = n["timestamp"];
     if (ts) {
       if (ts.IsScalar()) {

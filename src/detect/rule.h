@@ -154,6 +154,10 @@ struct MappingEntry {
   LogSourceKey logsource;
   std::vector<std::pair<std::string, std::vector<std::string>>> fieldmappings;
   std::vector<std::string> field_prefixes;
+  // Sigma field -> rule value -> values written in the event (e.g. status: success ->
+  // Succeeded), compared ignoring ASCII case.
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::vector<std::string>>>>>
+      value_mappings;
   std::string timestamp_field;
   int timestamp_field_id = -1;
   TimeFormat timestamp_format = TimeFormat::kAuto;

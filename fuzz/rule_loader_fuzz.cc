@@ -1,0 +1,48 @@
+// libFuzzer target for the Sigma loader and matcher: the input is a rule file, optionally
+// followed by "\n#EVENT\n" and one JSON event. Loading must never crash (every problem is a
+// LoadReport entry) and matching any event against whatever loaded must never crash.
+//
+// Build (not yet listed in fuzz/CMakeLists.txt, which its owner maintains):
+//   add_executable(rule_loader_fuzz rule_loader_fuzz.cc)
+//   target_link_libraries(rule_loader_fuzz PRIVATE kw_detect keyward_options)
+//   target_link_options(rule_loader_fuzz PRIVATE -fsanitize=fuzzer)
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "detect/engine.h"
+
+namespace {
+
+class NullSink : public kw::detect::AlertSink {
+ public:
+  void OnAlert(const kw::detect::Alert& a) override { (void)a.ToJson(); }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  std::string_view yaml = in, event;
+  size_t sep = in.find("\n#EVENT\n");
+  if (sep != std::string_view::npos) {
+    yaml = in.substr(0, sep);
+    event = in.substr(sep + 8);
+  }
+  kw::detect::LoadOptions opts;
+  opts.builtin_mappings = true;
+  opts.placeholders["p"] = {"a*", "10.0.0.0/8"};
+  kw::detect::LoadReport report;
+  auto rs = kw::detect::RuleSet::LoadFromStrings({{"fuzz.yml", std::string(yaml)}}, opts, &report);
+  if (!rs.ok()) return 0;
+  for (const auto& r : report.rejected) (void)r.ToString();
+  if (event.empty()) return 0;
+  kw::detect::Engine engine(*rs);
+  NullSink sink;
+  for (const char* product : {"", "m365", "windows", "azure"}) {
+    engine.Process(event, {product, "", ""}, sink).IgnoreError();
+    engine.Process(event, {product, "", ""}, sink).IgnoreError();
+  }
+  return 0;
+}
