@@ -16,5 +16,6 @@ void RegisterKeysCommands(CLI::App& app, int* exit_code);
 void RegisterDemoCommand(CLI::App& app, int* exit_code);
 void RegisterAdminCommands(CLI::App& app, int* exit_code);
 void RegisterServeCommand(CLI::App& app, int* exit_code);
+void RegisterHuntCommands(CLI::App& app, int* exit_code);
 
 }  // namespace kw::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   kw::cli::RegisterDemoCommand(app, &exit_code);
   kw::cli::RegisterAdminCommands(app, &exit_code);
   kw::cli::RegisterServeCommand(app, &exit_code);
+  kw::cli::RegisterHuntCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
