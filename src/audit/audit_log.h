@@ -79,11 +79,18 @@ struct AuditRecord {
 };
 
 struct AuditLogOptions {
-  std::string dir;  // required; created 0700 if missing
-  uint64_t segment_bytes = 64ull << 20;
+  std::string dir;  // required; created 0700 if missing (its parent must exist)
+  uint64_t segment_bytes = 64ull << 20;  // a segment is closed once the next group would pass
+                                         // this (a record is never split); 4 KiB .. 4 GiB
   int64_t retention_days = 180;  // 0: keep forever
   bool fsync = true;             // false only for tests and benchmarks that say so
   const Clock* clock = Clock::System();
+  // Additions (not part of the first contract draft; defaults keep its behaviour):
+  // How often the `checkpoint` file (last durable seq and hash) is rewritten by a background
+  // thread when records were added; it is also written when the log is closed. 0: only at close.
+  int64_t checkpoint_interval_ms = 1000;
+  // Records kept in memory for live subscribers; a subscriber further behind reads from disk.
+  size_t subscription_buffer = 4096;
 };
 
 // Where services write records: AuditLog in production, MemoryAuditWriter in tests.
@@ -121,12 +128,23 @@ class AuditLog final : public AuditWriter {
   // Appends several records atomically in order with one fsync; returns the last seq.
   Result<uint64_t> AppendBatch(std::vector<AuditRecord> records);
 
+  // The newest durable sequence number (0 for an empty log).
   uint64_t last_seq() const;
+  // The oldest sequence number still kept (after retention); last_seq() + 1 when empty.
+  uint64_t first_seq() const;
+
+  // Writes the `checkpoint` file now (normally done every checkpoint_interval_ms and at close).
+  Status WriteCheckpoint();
 
   using Subscriber = std::function<void(const AuditRecord&)>;
   // Delivers every record with seq >= from_seq (older ones read back from disk first), in order,
   // then each new one as it is appended, on a thread of its own. Returns an id for Unsubscribe.
+  // A from_seq older than first_seq() starts at first_seq() (retention dropped the rest; a
+  // warning is logged); from_seq 0 means 1. Memory is bounded by subscription_buffer records
+  // shared by all subscriptions: a slow subscriber re-reads from disk, it never blocks Append.
   Result<uint64_t> Subscribe(uint64_t from_seq, Subscriber subscriber);
+  // Stops delivery and joins the subscription's thread (or, from inside its own callback,
+  // stops after the callback returns). Unknown ids are ignored.
   void Unsubscribe(uint64_t id);
 
   // Drops segments whose newest record is older than the retention; the chain stays verifiable.
@@ -147,21 +165,41 @@ struct VerifyProblem {
   uint64_t offset = 0;  // byte offset of the record in that file
   uint64_t seq = 0;     // the sequence number expected there
   std::string what;     // "edited", "removed", "reordered", "truncated", "malformed", ...
+  std::string message;  // one sentence for a human (addition)
 };
+// `what` values: "edited" (a record's bytes do not match its own hash, or its hash does not
+// match the checkpoint), "chain_broken" (a record's prev_hash is not its predecessor's hash: a
+// record before it was rewritten with a recomputed hash), "removed" (records or a whole segment
+// file missing), "reordered" (a record found after a later one), "duplicated", "truncated" (a
+// segment cut short in the middle of the log, or the log ending before its checkpoint),
+// "malformed" (not a record at all), "anchor" (the retention anchor does not match).
 struct VerifyReport {
   uint64_t records = 0;
   uint64_t first_seq = 0, last_seq = 0;
   std::vector<VerifyProblem> problems;  // empty: intact
+  // Additions: bytes after the last complete record of the newest segment (a write in progress,
+  // or a torn tail that the next Open cuts off: never an acknowledged record); whether a
+  // checkpoint file was found and compared.
+  uint64_t incomplete_tail_bytes = 0;
+  bool checkpoint_checked = false;
   bool ok() const { return problems.empty(); }
 };
+// Reads every segment of `dir` and checks each record's own hash, the sequence and the chain,
+// the segment numbering, the anchor and (when present) the checkpoint. Errors only when the
+// directory cannot be read; damage is reported in the VerifyReport.
 Result<VerifyReport> VerifyLog(const std::string& dir);
+// Same, with the checkpoint read from `checkpoint_path` (e.g. a copy kept on another host: a
+// checkpoint in the log directory itself can be rewritten by whoever truncates the log).
+Result<VerifyReport> VerifyLog(const std::string& dir, const std::string& checkpoint_path);
 
 struct AuditQuery {
   std::string tenant_id, user, operation;  // "" matches all; user matches user_id or user_upn
-  int64_t from_ms = 0, to_ms = 0;          // 0: unbounded
+  int64_t from_ms = 0, to_ms = 0;          // 0: unbounded; from_ms <= time_ms < to_ms
   uint64_t limit = 0;                      // 0: no limit
 };
-// Calls `fn` for each matching record in sequence order until it returns false.
+// Calls `fn` for each matching record in sequence order until it returns false. Queries do not
+// verify hashes (VerifyLog does); a line that is not a record is a DataLoss error naming the
+// segment and offset; an incomplete last line (a write in progress) is skipped.
 Status QueryLog(const std::string& dir, const AuditQuery& query,
                 const std::function<bool(const AuditRecord&)>& fn);
 
@@ -173,7 +211,25 @@ Status QueryLog(const std::string& dir, const AuditQuery& query,
 // existing tools and Sigma rules read it.
 std::string ToUalJson(const AuditRecord& record);
 
-// The record as one JSON object (Keyward's own export and on-disk form).
+// The record as one JSON object (Keyward's own export and on-disk form; the format is described
+// in log_format.cc). `detail` is embedded as a JSON object; a detail that is not a JSON object
+// is embedded as a string under "detail_text" instead (Append refuses such records).
 std::string ToJson(const AuditRecord& record);
+
+// Parses what ToJson wrote (strict: unknown members, duplicates, wrong types and invalid UTF-8
+// are InvalidArgument naming the member). seq, prev_hash and hash are taken as written, not
+// checked (VerifyLog checks them). FromJson(ToJson(r)) == r for every record Append accepts,
+// once its detail is in canonical (minified) form.
+Result<AuditRecord> FromJson(std::string_view json);
+
+// The checks Append makes (InvalidArgument naming the field): operation required and at most
+// 128 bytes of [A-Za-z0-9._:-]; access_type "", "Bind" or "Sync"; result "", "Succeeded",
+// "PartiallySucceeded" or "Failed"; every string valid UTF-8 and at most 64 KiB; at most
+// 100,000 items; time_ms and token_issued_at within years 1970..9999; detail "" or a JSON object
+// (strict: no duplicate members, depth <= 32); the whole record at most 1 MiB once encoded.
+Status ValidateRecord(const AuditRecord& record);
+
+bool operator==(const AuditItem& a, const AuditItem& b);
+bool operator==(const AuditRecord& a, const AuditRecord& b);
 
 }  // namespace kw::audit
