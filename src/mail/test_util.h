@@ -4,11 +4,45 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <mutex>
+#include <vector>
+
+#include "audit/audit_log.h"
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
 namespace kw::mail::testing {
+
+// An AuditWriter that keeps records in memory and can be told to fail (audit::MemoryAuditWriter
+// has the same shape; this one adds the failure switch the 503 tests need). Thread-safe.
+class RecordingAuditWriter final : public audit::AuditWriter {
+ public:
+  Result<uint64_t> Append(audit::AuditRecord record) override {
+    std::lock_guard lock(mu_);
+    if (fail_) return UnavailableError("audit disk full");
+    record.seq = records_.size() + 1;
+    records_.push_back(std::move(record));
+    return records_.back().seq;
+  }
+  std::vector<audit::AuditRecord> records() const {
+    std::lock_guard lock(mu_);
+    return records_;
+  }
+  void Clear() {
+    std::lock_guard lock(mu_);
+    records_.clear();
+  }
+  void set_fail(bool fail) {
+    std::lock_guard lock(mu_);
+    fail_ = fail;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<audit::AuditRecord> records_;
+  bool fail_ = false;
+};
 
 class TempDir {
  public:
