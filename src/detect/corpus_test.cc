@@ -90,7 +90,7 @@ TEST(CorpusTest, CloudRulesThroughputOnM365Record) {
   VectorAlertSink sink;
   const LogSource hint{"m365", "audit", ""};
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(engine.Process(kM365Record, hint, sink).ok());
-  const int n = 300000;
+  const int n = getenv("KW_BENCH_N") ? atoi(getenv("KW_BENCH_N")) : 300000;
   double t0 = ThreadCpuSeconds();
   for (int i = 0; i < n; ++i) engine.Process(kM365Record, hint, sink).IgnoreError();
   double s = ThreadCpuSeconds() - t0;
@@ -149,7 +149,7 @@ TEST(CorpusTest, WindowsRulesThroughputOnSysmonRecord) {
   const LogSource hint{"windows", "", ""};
   for (int i = 0; i < 200; ++i) ASSERT_TRUE(engine.Process(kSysmonRecord, hint, sink).ok());
   size_t warm_alerts = sink.alerts.size();
-  const int n = 20000;
+  const int n = getenv("KW_BENCH_N") ? atoi(getenv("KW_BENCH_N")) : 20000;
   double t0 = ThreadCpuSeconds();
   for (int i = 0; i < n; ++i) engine.Process(kSysmonRecord, hint, sink).IgnoreError();
   double s = ThreadCpuSeconds() - t0;

@@ -30,25 +30,21 @@ bool HsEligible(const StringPattern& p) {
 FieldDb::Expr FieldDb::ToExpr(const StringPattern& p, unsigned id) {
   Expr e;
   e.id = id;
-  e.flags = HS_FLAG_SINGLEMATCH | HS_FLAG_DOTALL | (p.cased() ? 0 : HS_FLAG_CASELESS);
+  unsigned caseless = p.cased() ? 0 : HS_FLAG_CASELESS;
   switch (p.kind()) {
     case StringPattern::Kind::kExact:
-      e.regex = "\\A";
-      AppendEscaped(&e.regex, p.literal());
-      e.regex += "\\z";
-      break;
     case StringPattern::Kind::kPrefix:
-      e.regex = "\\A";
-      AppendEscaped(&e.regex, p.literal());
-      break;
     case StringPattern::Kind::kSuffix:
+      // Every occurrence is reported; HsAccept keeps the one at the right offset.
+      e.flags = caseless;
       AppendEscaped(&e.regex, p.literal());
-      e.regex += "\\z";
       break;
     case StringPattern::Kind::kContains:
+      e.flags = caseless | HS_FLAG_SINGLEMATCH;
       AppendEscaped(&e.regex, p.literal());
       break;
     case StringPattern::Kind::kGlob: {
+      e.flags = caseless | HS_FLAG_SINGLEMATCH | HS_FLAG_DOTALL;
       e.regex = "\\A";
       for (const SigmaChar& c : p.glob()) {
         if (c.kind == SigmaChar::Kind::kStar) {

@@ -4,10 +4,15 @@
 // `Image|endswith` and `CommandLine|contains` values). Internal to kw_detect.
 //
 // Each compiled ValueTest (one Sigma value with its windash/base64/expand variants) gets one
-// Hyperscan id; all its variants report that id. A scan marks the ids whose pattern matched the
-// value (any array element), which is exactly the truth of "some element matches this value".
+// value id. Every pattern is a Hyperscan expression of its own (a pattern id, mapped to its
+// value id by HsPattern). Exact, prefix and suffix values are compiled as plain literals, which
+// Hyperscan's literal matchers scan fastest, and the match offset decides (a prefix must end at
+// its length, a suffix at the end of the text); anchored expressions were several times slower.
+// A scan marks the value ids that matched the value (any array element), which is exactly the
+// truth of "some element matches this value".
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +29,24 @@ namespace kw::detect::internal {
 // exact string, which need no scan).
 bool HsEligible(const StringPattern& p);
 
+// What a pattern id stands for.
+struct HsPattern {
+  uint32_t value_id;
+  uint32_t length;  // literal length (exact, prefix)
+  StringPattern::Kind kind;
+};
+
+// True if a match of `p` ending at offset `to` in a text of `text_len` bytes is a match of the
+// Sigma pattern.
+inline bool HsAccept(const HsPattern& p, unsigned long long to, size_t text_len) {
+  switch (p.kind) {
+    case StringPattern::Kind::kExact: return to == text_len && p.length == text_len;
+    case StringPattern::Kind::kPrefix: return to == p.length;
+    case StringPattern::Kind::kSuffix: return to == text_len;
+    default: return true;
+  }
+}
+
 class FieldDb {
  public:
   struct Expr {
@@ -33,8 +56,9 @@ class FieldDb {
   };
   // Compiles; an error names the offending pattern.
   static Result<std::unique_ptr<FieldDb>> Compile(const std::vector<Expr>& exprs);
-  // The Hyperscan expression (and flags) for one pattern. REQUIRES HsEligible(p).
-  static Expr ToExpr(const StringPattern& p, unsigned id);
+  // The Hyperscan expression (and flags) for one pattern, reporting `pattern_id`.
+  // REQUIRES HsEligible(p).
+  static Expr ToExpr(const StringPattern& p, unsigned pattern_id);
   ~FieldDb();
 
   const hs_database* db() const { return db_; }

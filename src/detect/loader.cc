@@ -1005,7 +1005,10 @@ struct Loader::Impl {
               if (!ok) continue;
               v.hs_id = static_cast<int>(next_id++);
               for (const StringPattern& p : v.patterns) {
-                per_field[t.field].push_back(FieldDb::ToExpr(p, v.hs_id));
+                unsigned pid = static_cast<unsigned>(data->hs_patterns.size());
+                data->hs_patterns.push_back({static_cast<uint32_t>(v.hs_id),
+                                             static_cast<uint32_t>(p.literal().size()), p.kind()});
+                per_field[t.field].push_back(FieldDb::ToExpr(p, pid));
               }
               tests[t.field].push_back(&v);
             }

@@ -61,8 +61,12 @@ void EventView::Reset(element root) {
   matched_.clear();
 }
 
-int EventView::OnHsMatch(unsigned id, unsigned long long, unsigned long long, unsigned, void* ctx) {
+int EventView::OnHsMatch(unsigned pattern, unsigned long long, unsigned long long to, unsigned,
+                         void* ctx) {
   auto* self = static_cast<EventView*>(ctx);
+  const HsPattern& p = self->data_->hs_patterns[pattern];
+  if (!HsAccept(p, to, self->scan_len_)) return 0;
+  uint32_t id = p.value_id;
   if (self->id_gen_[id] != self->generation_) {
     self->id_gen_[id] = self->generation_;
     self->matched_.push_back(id);
@@ -80,6 +84,7 @@ EventView::Span EventView::ScanField(int id) {
     std::string_view text;
     if (!Raw(i, &text)) continue;
     if (text.empty()) text = std::string_view("", 0);
+    scan_len_ = text.size();
     HsScan(db, *scratch_hs_, text, &EventView::OnHsMatch, this);
   }
   out.count = static_cast<uint32_t>(matched_.size()) - out.begin;
@@ -384,38 +389,39 @@ bool EventView::MatchValue(const ValueTest& v, Span s, int field) {
   }
 }
 
-bool EventView::KeywordWalk(element e, const ValueTest& v, int depth) {
-  if (depth > kMaxDepth) return false;
+void EventView::CollectScalars(element e, int depth) {
+  if (depth > kMaxDepth) return;
   switch (e.type()) {
     case element_type::ARRAY: {
       simdjson::dom::array arr(e);
-      for (element x : arr) {
-        if (KeywordWalk(x, v, depth + 1)) return true;
-      }
-      return false;
+      for (element x : arr) CollectScalars(x, depth + 1);
+      return;
     }
     case element_type::OBJECT: {
       simdjson::dom::object obj(e);
-      for (auto f : obj) {
-        if (KeywordWalk(f.value, v, depth + 1)) return true;
-      }
-      return false;
+      for (auto f : obj) CollectScalars(f.value, depth + 1);
+      return;
     }
     case element_type::NULL_VALUE:
-      return false;
-    default: {
-      uint32_t slot = static_cast<uint32_t>(values_.size());
+      return;
+    default:
       AddValue(e, depth);
-      bool ok = MatchValueOn(v, slot);
-      values_.resize(slot);
-      return ok;
-    }
   }
 }
 
+EventView::Span EventView::AllScalars() {
+  if (scalars_gen_ == generation_) return scalars_;
+  scalars_.begin = static_cast<uint32_t>(values_.size());
+  CollectScalars(root_, 0);
+  scalars_.count = static_cast<uint32_t>(values_.size()) - scalars_.begin;
+  scalars_gen_ = generation_;
+  return scalars_;
+}
+
 bool EventView::MatchKeyword(const FieldTest& t) {
+  Span all = AllScalars();
   for (const ValueTest& v : t.values) {
-    bool found = KeywordWalk(root_, v, 0);
+    bool found = MatchValue(v, all, -1);
     if (t.all && !found) return false;
     if (!t.all && found) return true;
   }

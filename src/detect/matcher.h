@@ -65,7 +65,10 @@ class EventView {
   bool MatchValue(const ValueTest& v, Span span, int field);
   static int OnHsMatch(unsigned id, unsigned long long, unsigned long long, unsigned, void* ctx);
   bool MatchKeyword(const FieldTest& t);
-  bool KeywordWalk(simdjson::dom::element e, const ValueTest& v, int depth);
+  // Every string, number and boolean of the event, collected once per event for keyword
+  // searches (their lower-cased forms are then computed at most once each).
+  Span AllScalars();
+  void CollectScalars(simdjson::dom::element e, int depth);
   bool EvalNode(const Detection& d, int node);
 
   const FieldTable* fields_;
@@ -75,6 +78,9 @@ class EventView {
   std::vector<uint64_t> scan_gen_;  // per field: generation it was last scanned in
   std::vector<Span> scan_span_;     // per field: its matched ids in matched_
   std::vector<uint32_t> matched_;
+  size_t scan_len_ = 0;             // length of the text being scanned
+  uint64_t scalars_gen_ = 0;
+  Span scalars_;
   simdjson::dom::element root_;
   uint64_t generation_ = 0;
   std::vector<uint64_t> field_gen_;

@@ -189,10 +189,12 @@ struct RuleSetData {
   std::vector<RuleGroup> groups;
   std::vector<int> default_time_fields;
   size_t max_selections = 0;
-  // Hyperscan: one database per field id (null: none), the number of ids, and for each id the
-  // rule it pre-selects (-1: none), i.e. the rule can only match if that id matched.
+  // Hyperscan: one database per field id (null: none), the number of value ids, what each
+  // pattern id stands for, and for each value id the rule it pre-selects (-1: none), i.e. the
+  // rule can only match if that value matched.
   std::vector<std::unique_ptr<FieldDb>> field_dbs;
   uint32_t hs_ids = 0;
+  std::vector<HsPattern> hs_patterns;  // by Hyperscan pattern id
   std::vector<int> prefilter_rule;
 };
 
