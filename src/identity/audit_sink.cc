@@ -51,8 +51,16 @@ std::string AuditEvent::ToJson() const {
       .Key("issuer_kind").String(token::IssuerKindName(issuer_kind))
       .Key("tenant").String(tenant_id)
       .Key("kid").String(kid)
-      .Key("detail").String(detail)
-      .EndObject();
+      .Key("detail").String(detail);
+  for (const auto& [key, value] : {std::pair<std::string_view, const std::string*>{"token_id", &token_id},
+                                   {"client_id", &client_id},
+                                   {"subject", &subject},
+                                   {"username", &username},
+                                   {"client_ip", &client_ip},
+                                   {"user_agent", &user_agent}}) {
+    if (!value->empty()) w.Key(key).String(*value);
+  }
+  w.EndObject();
   return w.Take();
 }
 

@@ -9,7 +9,8 @@
 //
 // JSON line format written by FileAuditSink (one object per line, members in this order):
 //   {"time":"2023-11-14T22:13:20Z","unix_time":1700000000,"type":"key_activated",
-//    "issuer":"https://...","issuer_kind":"enterprise","tenant":"...","kid":"...","detail":"..."}
+//    "issuer":"https://...","issuer_kind":"enterprise","tenant":"...","kid":"...","detail":"...",
+//    then token_id, client_id, subject, username, client_ip, user_agent when not empty}
 #pragma once
 
 #include <cstdint>
@@ -54,6 +55,15 @@ struct AuditEvent {
   std::string tenant_id;
   std::string kid;
   std::string detail;
+  // Token and request facts, when the event comes from an HTTP request (empty otherwise). The
+  // audit log and the detectors join on them: a mail access whose token id was never issued is
+  // a forgery's signature.
+  std::string token_id;    // jti of the token issued or revoked
+  std::string client_id;   // the client application
+  std::string subject;     // the token's sub (user id, or client id for app-only tokens)
+  std::string username;    // the user's name, when a user signed in or tried to
+  std::string client_ip;   // the peer address, without the port
+  std::string user_agent;
 
   // The JSON object described above, without a newline.
   std::string ToJson() const;

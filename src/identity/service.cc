@@ -297,8 +297,12 @@ Result<std::unique_ptr<IdentityService>> IdentityService::Open(IdentityServiceOp
     KW_ASSIGN_OR_RETURN(std::string admin, LoadOrCreateAdminToken(dir + "/admin.token"));
     s->admin_token_sha256_ = crypto::Sha256(admin);
   }
-  KW_ASSIGN_OR_RETURN(auto audit, FileAuditSink::Open(dir + "/identity-audit.jsonl"));
-  s->audit_ = std::move(audit);
+  if (s->options_.audit_sink) {
+    s->audit_ = s->options_.audit_sink;
+  } else {
+    KW_ASSIGN_OR_RETURN(auto audit, FileAuditSink::Open(dir + "/identity-audit.jsonl"));
+    s->audit_ = std::move(audit);
+  }
   s->trust_store_ = std::make_shared<token::TrustStore>();
 
   if (!base_url.empty()) KW_RETURN_IF_ERROR(s->SetBaseUrl(std::move(base_url)));
@@ -415,9 +419,23 @@ void IdentityService::TickLoop() {
 
 // ---- helpers ----
 
+namespace {
+// The request being handled on this thread (handlers run synchronously on an I/O thread), so
+// that every audit event of a request carries its peer address and user agent.
+thread_local const http::Request* tl_request = nullptr;
+
+std::string IpOf(std::string_view remote) {
+  if (!remote.empty() && remote.front() == '[') {
+    size_t end = remote.find(']');
+    return std::string(remote.substr(1, end == std::string_view::npos ? 0 : end - 1));
+  }
+  size_t colon = remote.rfind(':');
+  return std::string(remote.substr(0, colon));
+}
+}  // namespace
+
 void IdentityService::Audit(AuditEventType type, std::string_view tenant_id, std::string_view kid,
-                            std::string detail) {
-  AuditEvent e;
+                            std::string detail, AuditEvent e) {
   e.time = options_.clock->NowSeconds();
   e.type = type;
   e.issuer = IssuerFor(tenant_id);
@@ -426,6 +444,10 @@ void IdentityService::Audit(AuditEventType type, std::string_view tenant_id, std
   e.tenant_id = std::string(tenant_id);
   e.kid = std::string(kid);
   e.detail = std::move(detail);
+  if (tl_request) {
+    e.client_ip = IpOf(tl_request->remote_address);
+    if (auto ua = tl_request->Header("User-Agent")) e.user_agent = std::string(ua->substr(0, 256));
+  }
   audit_->Record(e);
 }
 
@@ -814,11 +836,17 @@ http::Response IdentityService::IssueTokens(KeyRing& ring, const std::string& te
     Status s = grants_->AddFamilyJti(issue.family_id, jti, exp);
     if (!s.ok()) return fail("recording the token in its refresh family failed", s);
   }
+  AuditEvent facts;
+  facts.token_id = jti;
+  facts.client_id = app.client_id;
+  facts.subject = issue.subject;
+  facts.username = issue.username;
   Audit(AuditEventType::kTokenIssued, tenant, kid,
         fmt::format("client '{}' grant '{}' sub '{}' jti '{}' aud '{}' scope '{}' exp {}{}{}",
                     client_label, issue.grant, issue.subject, jti, Quoted(issue.audience),
                     Quoted(scp), exp, id_token.empty() ? "" : " with id_token",
-                    issue.refresh_token.empty() ? "" : " with refresh_token"));
+                    issue.refresh_token.empty() ? "" : " with refresh_token"),
+        std::move(facts));
   json::Writer out;
   out.BeginObject()
       .Key("access_token").String(*access)
@@ -1230,7 +1258,12 @@ Result<http::Router> IdentityService::BuildRouter() {
   auto route = [&](std::string_view method, std::string_view suffix,
                    http::Response (IdentityService::*fn)(const http::Request&)) {
     return router.Add(method, fmt::format("{}{}", kPathPrefix, suffix),
-                      [this, fn](const http::Request& r) { return (this->*fn)(r); });
+                      [this, fn](const http::Request& r) {
+                        tl_request = &r;
+                        http::Response resp = (this->*fn)(r);
+                        tl_request = nullptr;
+                        return resp;
+                      });
   };
   KW_RETURN_IF_ERROR(route("GET", "/.well-known/openid-configuration", &IdentityService::Discovery));
   KW_RETURN_IF_ERROR(route("GET", "/keys", &IdentityService::Keys));

@@ -133,6 +133,9 @@ struct IdentityServiceOptions {
   // file comment). Only used when tick_interval_seconds > 0.
   int64_t key_refresh_interval_ms = 1000;
   bool enable_admin_api = true;
+  // Where key and token events go. Null: a FileAuditSink on DATA_DIR/identity-audit.jsonl.
+  // `keyward serve` passes an AuditLogSink (audit_log_sink.h) on the shared audit log.
+  std::shared_ptr<AuditSink> audit_sink;
   const Clock* clock = Clock::System();  // must outlive the service
 };
 
@@ -227,8 +230,10 @@ class IdentityService {
                                                               std::string* why);
   bool IsRevoked(std::string_view jti) const;
   Status RecordRevoked(const std::string& jti, int64_t exp);
+  // Records an event; `e` may carry token and request facts (AuditEvent). The peer address and
+  // user agent of the request being handled are added.
   void Audit(AuditEventType type, std::string_view tenant_id, std::string_view kid,
-             std::string detail);
+             std::string detail, AuditEvent e = {});
   void TickLoop();
 
   IdentityServiceOptions options_;

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "http/form.h"
 #include "http/server.h"
+#include "identity/audit_log_sink.h"
 #include "identity/test_util.h"
 #include "token/jws.h"
 #include "token/verifier.h"
@@ -145,6 +146,7 @@ class ServiceTest : public ::testing::Test {
     o.tick_interval_seconds = tick_interval_seconds_;
     o.key_refresh_interval_ms = key_refresh_interval_ms_;
     o.clock = &clock_;
+    o.audit_sink = audit_sink_;
     auto s = IdentityService::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     service_ = std::move(*s);
@@ -213,6 +215,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   int64_t tick_interval_seconds_ = 0;
+  std::shared_ptr<AuditSink> audit_sink_;  // null: the file sink
   int64_t key_refresh_interval_ms_ = 1000;
   testing::TempDir dir_;
   FakeClock clock_{static_cast<int64_t>(::time(nullptr)) * 1000};
@@ -877,6 +880,44 @@ TEST_F(ServiceTest, SecondServiceOnTheSameDirectoryIsRefused) {
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(second.status().message().find("admin API"), std::string::npos);
+}
+
+TEST_F(ServiceTest, TokenEventsReachTheAuditLogWithTheirFacts) {
+  auto writer = std::make_shared<audit::MemoryAuditWriter>();
+  audit_sink_ = std::make_shared<AuditLogSink>(writer);
+  Start();
+  HttpResult r = Post(kTenantA, "token",
+                      fmt::format("grant_type=client_credentials&client_id={}&client_secret={}",
+                                  app_a_, secret_a_),
+                      "User-Agent: audit-test/1.0\r\n");
+  ASSERT_EQ(r.status, 200) << r.body;
+  token::Verifier verifier(service_->trust_store(), PolicyA(), &clock_);
+  auto v = verifier.Verify(Member(r.body, "access_token"));
+  ASSERT_TRUE(v.ok());
+  Post(kTenantA, "token", "grant_type=client_credentials&client_id=" + app_a_ + "&client_secret=no");
+  bool issued = false, refused = false, key_events = false;
+  for (const auto& rec : writer->records()) {
+    key_events |= rec.operation == "KeyGenerated";
+    if (rec.operation == "TokenIssued") {
+      issued = true;
+      EXPECT_EQ(rec.token_id, v.token->claims.jti);
+      EXPECT_EQ(rec.client_app_id, app_a_);
+      EXPECT_EQ(rec.tenant_id, kTenantA);
+      EXPECT_EQ(rec.token_kid, v.token->kid);
+      EXPECT_EQ(rec.client_ip, "127.0.0.1");
+      EXPECT_EQ(rec.user_agent, "audit-test/1.0");
+      EXPECT_EQ(rec.result, "Succeeded");
+    }
+    if (rec.operation == "TokenRefused") {
+      refused = true;
+      EXPECT_EQ(rec.result, "Failed");
+    }
+    EXPECT_GT(rec.seq, 0u);
+  }
+  EXPECT_TRUE(issued);
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(key_events);
+  EXPECT_EQ(AuditOperationName(AuditEventType::kKeyAgeWarning), "KeyAgeWarning");
 }
 
 }  // namespace
