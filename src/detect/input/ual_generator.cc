@@ -584,7 +584,7 @@ class UalGenerator::Impl {
   }
 
   void Common(Out& o, const User& u, std::string_view op, int record_type, std::string_view workload,
-              bool aad) {
+              bool aad, std::string_view result_status = {}) {
     const Tenant& tn = tenants_[u.tenant];
     o.Begin();
     o.Str("CreationTime", std::string_view(time_buf_, 19));
@@ -593,7 +593,8 @@ class UalGenerator::Impl {
     o.Str("Operation", op);
     o.Str("OrganizationId", tn.id);
     o.Int("RecordType", record_type);
-    o.Str("ResultStatus", aad ? "Success" : "Succeeded");
+    if (result_status.empty()) result_status = aad ? "Success" : "Succeeded";
+    o.Str("ResultStatus", result_status);
     o.Str("UserKey", aad ? std::string_view(u.object_id) : std::string_view(u.puid));
     o.Int("UserType", 0);
     o.Int("Version", 1);
@@ -761,12 +762,7 @@ class UalGenerator::Impl {
         bool ok = p.kind == Kind::kUserLoggedIn;
         op = ok ? "UserLoggedIn" : "UserLoginFailed";
         record_type = 15;
-        Common(o, u, op, record_type, "AzureActiveDirectory", true);
-        if (!ok) {
-          // Common wrote ResultStatus "Success"; failed sign-ins say "Failed".
-          size_t at = buf_.find("\"ResultStatus\":\"Success\"");
-          if (at != std::string::npos) buf_.replace(at, 24, "\"ResultStatus\":\"Failed\"");
-        }
+        Common(o, u, op, record_type, "AzureActiveDirectory", true, ok ? "Success" : "Failed");
         std::string& s = buf_;
         o.Str("ClientIP", v.ip);
         o.Str("ObjectId", kOwaAppId);
