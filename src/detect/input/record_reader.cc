@@ -250,6 +250,11 @@ Status RecordReader::Impl::FillFirstLine(size_t limit) {
 Status RecordReader::Impl::Init() {
   KW_RETURN_IF_ERROR(FillFirstLine(1 << 16));
   std::string_view v = w_.view();
+  if (v.starts_with("\xFF\xFE") || v.starts_with("\xFE\xFF")) {
+    // Windows PowerShell's Out-File and > write UTF-16; every reader here expects UTF-8.
+    return InvalidArgumentError(fmt::format(
+        "{}: UTF-16 text; convert it to UTF-8 first (iconv -f UTF-16 -t UTF-8)", *file_));
+  }
   if (v.starts_with("\xEF\xBB\xBF")) {
     w_.begin += 3;
     v.remove_prefix(3);

@@ -147,8 +147,9 @@ struct BadRecordStats {
 class RecordReader {
  public:
   // Opens `path`. NotFound / PermissionDenied when it cannot be opened; InvalidArgument when
-  // format is kAuto and the content is recognisably none of the formats (e.g. binary data), or
-  // the gzip header is damaged. An empty file is fine (no records).
+  // format is kAuto and the content is recognisably none of the formats (e.g. binary data, a
+  // binary .evtx), or the text is UTF-16. An empty file is fine (no records). Damage found
+  // later (gzip included) is reported through bad_records(), not here.
   static Result<std::unique_ptr<RecordReader>> Open(const std::string& path,
                                                     LogFormat format = LogFormat::kAuto,
                                                     ReaderOptions options = {});

@@ -416,6 +416,10 @@ TEST(RecordReaderTest, UnrecognisedAndMissingFiles) {
   auto binary = RecordReader::Open(dir.Write("x.bin", std::string("\x01\x02\x03garbage\n", 11)));
   ASSERT_FALSE(binary.ok());
   EXPECT_EQ(binary.status().code(), StatusCode::kInvalidArgument);
+  auto utf16 = RecordReader::Open(dir.Write("x.json", std::string("\xFF\xFE{\0}\0", 6)),
+                                  LogFormat::kJsonLines);
+  ASSERT_FALSE(utf16.ok());
+  EXPECT_NE(utf16.status().message().find("UTF-16"), std::string::npos);
   auto evtx = RecordReader::Open(dir.Write("x.evtx", "ElfFile\0\0\0"));
   ASSERT_FALSE(evtx.ok());
   EXPECT_NE(evtx.status().message().find("evtx_dump"), std::string::npos);
