@@ -8,8 +8,9 @@
 // reached too.
 //
 // Invariants (a violation aborts, which libFuzzer reports as a crash with the input saved):
-//  - Open either succeeds or, for kAuto only, refuses with InvalidArgument (an unrecognised
-//    format); a memory source never fails otherwise, and NextBatch never returns an error.
+//  - Open either succeeds or refuses with InvalidArgument: for kAuto an unrecognised format,
+//    for any format UTF-16 text; a memory source never fails otherwise, and NextBatch never
+//    returns an error.
 //  - kAuto resolves to a concrete format.
 //  - With validate_json, every record is one JSON object that simdjson parses in place, without
 //    copying, using the padding the reader promises (kRecordPadding readable bytes after it).
@@ -58,7 +59,9 @@ void ReadOne(std::string_view input, LogFormat format, bool validate, const char
   options.validate_json = validate;
   auto opened = detect::RecordReader::OpenBuffer(input, name, format, options);
   if (!opened.ok()) {
-    KW_FUZZ_CHECK(format == LogFormat::kAuto);
+    bool utf16 = input.size() >= 2 && ((input[0] == '\xFF' && input[1] == '\xFE') ||
+                                       (input[0] == '\xFE' && input[1] == '\xFF'));
+    KW_FUZZ_CHECK(format == LogFormat::kAuto || utf16);
     KW_FUZZ_CHECK(opened.status().code() == StatusCode::kInvalidArgument);
     KW_FUZZ_CHECK(!opened.status().message().empty());
     return;
