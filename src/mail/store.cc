@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS email_keywords (
 CREATE VIRTUAL TABLE IF NOT EXISTS email_fts USING fts5(
   subject, from_, to_, cc, bcc, body, tokenize = 'unicode61 remove_diacritics 2');
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS email_blobs (
+  blob_id TEXT NOT NULL,
+  email_id TEXT NOT NULL,
+  PRIMARY KEY (blob_id, email_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_owners (
   account_id TEXT NOT NULL,
   blob_id TEXT NOT NULL,
@@ -947,7 +951,11 @@ Result<ImportResult> Txn::Import(std::string_view account_id, const ImportReques
   // Blobs: the whole message and every leaf part, content-addressed and owned by the account.
   KW_ASSIGN_OR_RETURN(auto* bl, Stmt("INSERT OR IGNORE INTO blobs (id, data) VALUES (?, ?)"));
   KW_ASSIGN_OR_RETURN(auto* own, Stmt("INSERT OR IGNORE INTO blob_owners (account_id, blob_id) VALUES (?, ?)"));
+  KW_ASSIGN_OR_RETURN(auto* eb, Stmt("INSERT OR IGNORE INTO email_blobs (blob_id, email_id) VALUES (?, ?)"));
   auto put = [&](const std::string& bid, std::string_view data) -> Status {
+    KW_RETURN_IF_ERROR(eb->Reset());
+    eb->Bind(1, bid).Bind(2, id);
+    KW_RETURN_IF_ERROR(eb->Run());
     KW_RETURN_IF_ERROR(bl->Reset());
     bl->Bind(1, bid).BindBlob(2, data);
     KW_RETURN_IF_ERROR(bl->Run());
@@ -1013,6 +1021,7 @@ Status Txn::DestroyEmail(std::string_view account_id, std::string_view id) {
   int64_t rowid = r ? rid->Int(0) : 0;
   KW_RETURN_IF_ERROR(rid->Reset());
   for (std::string_view sql : {"DELETE FROM email_mailboxes WHERE email_id = ?",
+                               "DELETE FROM email_blobs WHERE email_id = ?",
                                "DELETE FROM email_keywords WHERE email_id = ?",
                                "DELETE FROM emails WHERE id = ?"}) {
     KW_ASSIGN_OR_RETURN(auto* d, Stmt(sql));
@@ -1051,6 +1060,19 @@ Result<std::string> Txn::GetBlob(std::string_view account_id, std::string_view b
   std::string data = s->Blob(0);
   KW_RETURN_IF_ERROR(s->Reset());
   return data;
+}
+
+Result<std::vector<EmailRef>> Txn::EmailsWithBlob(std::string_view account_id, std::string_view blob_id) {
+  KW_ASSIGN_OR_RETURN(auto* s, Stmt("SELECT email_id FROM email_blobs WHERE blob_id = ?"));
+  s->Bind(1, blob_id);
+  std::vector<std::string> ids;
+  while (true) {
+    KW_ASSIGN_OR_RETURN(bool row, s->Step());
+    if (!row) break;
+    ids.push_back(s->Text(0));
+  }
+  KW_RETURN_IF_ERROR(s->Reset());
+  return EmailRefs(account_id, ids);
 }
 
 Result<std::string> Txn::PutBlob(std::string_view account_id, std::string_view bytes) {

@@ -17,7 +17,7 @@
 //     import so Email/get only reads and filters JSON.
 //   email_mailboxes(email_id, mailbox_id)   email_keywords(email_id, keyword)
 //   email_fts: FTS5(subject, from_, to_, cc, bcc, body), rowid = emails.rowid
-//   blobs(id, data)   blob_owners(account_id, blob_id)   -- content-addressed ("B" + SHA-256 prefix)
+//   blobs(id, data)   blob_owners(account_id, blob_id)   email_blobs(blob_id, email_id)   -- content-addressed ("B" + SHA-256 prefix)
 //   changes(account_id, type, modseq, object_id, op, time_ms)  states(account_id, type, modseq, floor)
 // Ids: accounts "A" + 16 random hex digits; mailboxes "F…", emails "M…", threads "T…",
 // submissions "S…" from AUTOINCREMENT counters, never reused.
@@ -169,6 +169,8 @@ class Txn {
   // NotFound unless the blob belongs to the account.
   Result<std::string> GetBlob(std::string_view account_id, std::string_view blob_id);
   Result<std::string> PutBlob(std::string_view account_id, std::string_view bytes);
+  // The account's emails that contain the blob (whole message or a part), for audit items.
+  Result<std::vector<EmailRef>> EmailsWithBlob(std::string_view account_id, std::string_view blob_id);
 
   // ---- search ----
   struct Snippet {
