@@ -231,8 +231,13 @@ void ReadView(simdjson::dom::object o, simdjson::dom::parser& scratch, RecordVie
     if (at == "Bind") v->bind = true;
     if (at == "Sync") v->sync = true;
     simdjson::dom::element detail;
-    if (v->token_id.empty() && kw["detail"].get(detail) == simdjson::SUCCESS) {
-      v->detail_jti = JtiFromDetail(detail, scratch);
+    if (v->token_id.empty()) {
+      for (auto k : {"Detail", "detail", "DetailText"}) {
+        if (kw[k].get(detail) == simdjson::SUCCESS) {
+          v->detail_jti = JtiFromDetail(detail, scratch);
+          if (!v->detail_jti.empty()) break;
+        }
+      }
     }
   }
   if (!v->bind && !v->sync && !v->items.empty()) v->bind = true;
@@ -853,7 +858,8 @@ void StormAnalytics::Impl::Tokens(std::string_view json, std::vector<PendingAler
   auto tf = tenant_first.find(std::string(v.tenant));
   int64_t watch_start = tf == tenant_first.end() ? v.time_ms : tf->second;
   int64_t iat = v.token_iat_ms;
-  if (iat == 0 || iat < watch_start) return;
+  // iat has whole seconds: a token of the same second as the first record counts as watched.
+  if (iat == 0 || iat / 1000 < watch_start / 1000) return;
   tokens[jti] = Expiring{std::string(v.tenant), v.time_ms, 1};
   d_tokens.insert(jti);
   auto facts = BaseFacts();
