@@ -829,6 +829,13 @@ void AuditLog::Impl::RunSubscription(std::shared_ptr<Subscription> s) {
       sub_cv.wait_for(l, std::chrono::milliseconds(200), [&] { return s->stop; });
       continue;
     }
+    if (batch.empty()) {
+      // Nothing readable yet although it is durable: only a concurrent retention or a damaged
+      // file does this; do not spin.
+      std::unique_lock l(sub_mu);
+      sub_cv.wait_for(l, std::chrono::milliseconds(10), [&] { return s->stop; });
+      continue;
+    }
     for (const AuditRecord& r : batch) {
       {
         std::lock_guard l(sub_mu);
