@@ -130,6 +130,17 @@ struct PendingWrite {
   std::condition_variable cv;
 };
 
+// An open segment file, shared by the leader that writes it and the groups still fsyncing it.
+struct SegFile {
+  int fd = -1;
+  explicit SegFile(int f) : fd(f) {}
+  ~SegFile() {
+    if (fd >= 0) ::close(fd);
+  }
+  SegFile(const SegFile&) = delete;
+  SegFile& operator=(const SegFile&) = delete;
+};
+
 struct SegmentInfo {
   uint64_t index = 0;
   uint64_t first_seq = 0;
@@ -157,14 +168,17 @@ struct AuditLog::Impl {
   AuditLogOptions opt;
   int lock_fd = -1;
 
-  // ---- writer: queue and failure state, guarded by mu ----
+  // ---- writer: queue, completion order and failure state, guarded by mu ----
   std::mutex mu;
   std::deque<PendingWrite*> queue;
   Status broken;
   Checkpoint durable;  // newest durable record (seq, hash)
+  uint64_t completed_ticket = 0;
+  std::condition_variable completion_cv;
 
-  // ---- state owned by the current leader (the front of `queue`) ----
-  int seg_fd = -1;
+  // ---- state owned by the current write leader (the front of `queue`) ----
+  uint64_t next_ticket = 1;
+  std::shared_ptr<SegFile> seg;
   uint64_t seg_index = 0;
   uint64_t seg_size = 0;
   int64_t seg_max_time = -1;
@@ -201,9 +215,9 @@ struct AuditLog::Impl {
 
   Status Recover();
   Result<uint64_t> Write(PendingWrite* w);
-  Status CommitGroup(const std::vector<PendingWrite*>& group);
+  Status WriteGroup(const std::vector<PendingWrite*>& group);
   Status OpenNextSegment();
-  void Publish(const std::vector<PendingWrite*>& group, uint64_t last);
+  void PushToRing(const std::vector<PendingWrite*>& group);
   Status WriteCheckpointNow(bool only_if_changed);
   void CheckpointLoop();
   void RunSubscription(std::shared_ptr<Subscription> s);
@@ -371,8 +385,9 @@ Status AuditLog::Impl::Recover() {
     }
     seg_size = cut;
     segments.push_back({seg_index, seg_first, -1});
-    seg_fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (seg_fd < 0) return ErrnoStatus("open", path, errno);
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("open", path, errno);
+    seg = std::make_shared<SegFile>(fd);
   }
 
   if (checkpoint && checkpoint->seq >= next_seq) {
@@ -433,10 +448,9 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   }
   Status s = impl->Recover();
   if (!s.ok()) {
-    if (impl->seg_fd >= 0) ::close(impl->seg_fd);
+    impl->seg.reset();
     ::close(impl->lock_fd);
     impl->lock_fd = -1;
-    impl->seg_fd = -1;
     return s;
   }
   Impl* raw = impl.get();
@@ -474,7 +488,7 @@ AuditLog::~AuditLog() {
     Status s = impl_->WriteCheckpointNow(/*only_if_changed=*/true);
     if (!s.ok()) Log(LogLevel::kError, "audit log {}: {}", impl_->opt.dir, s.ToString());
   }
-  if (impl_->seg_fd >= 0) ::close(impl_->seg_fd);
+  impl_->seg.reset();
   if (impl_->lock_fd >= 0) ::close(impl_->lock_fd);
 }
 
@@ -525,7 +539,8 @@ Result<uint64_t> AuditLog::Impl::Write(PendingWrite* w) {
   std::unique_lock l(mu);
   if (!broken.ok()) return broken;
   queue.push_back(w);
-  while (!w->done && queue.front() != w) w->cv.wait(l);
+  // A group's members leave the queue before they are done (their fsync is still running).
+  while (!w->done && (queue.empty() || queue.front() != w)) w->cv.wait(l);
   if (w->done) {
     if (!w->status.ok()) return w->status;
     return w->last_seq;
@@ -544,35 +559,78 @@ Result<uint64_t> AuditLog::Impl::Write(PendingWrite* w) {
   }
   l.unlock();
 
-  Status s = CommitGroup(group);
-  if (s.ok()) Publish(group, group.back()->last_seq);
+  // Phase 1, as the write leader: chain, encode and write(2) the group.
+  Status s = WriteGroup(group);
+  std::shared_ptr<SegFile> file = seg;
+  const uint64_t file_index = seg_index;
+  const uint64_t last = next_seq - 1;
+  const std::string hash = last_hash;
+  if (s.ok()) PushToRing(group);
 
   l.lock();
+  uint64_t ticket = 0;
   if (s.ok()) {
-    durable = {next_seq - 1, last_hash, 0};
-  } else {
+    ticket = next_ticket++;
+  } else if (broken.ok()) {
     broken = s;
     Log(LogLevel::kError, "audit log {}: {}; no further record is accepted", opt.dir,
         s.ToString());
   }
+  // Hand the write lead to the next appender: its group is written while ours is fsync'ed.
+  for (size_t i = 0; i < group.size(); ++i) queue.pop_front();
+  if (!queue.empty()) queue.front()->cv.notify_one();
+  if (!s.ok()) {
+    for (PendingWrite* p : group) {
+      p->status = s;
+      p->done = true;
+      if (p != w) p->cv.notify_one();
+    }
+    return s;
+  }
+  l.unlock();
+
+  // Phase 2: fdatasync. Several groups may be here at once; ext4 folds concurrent fsyncs of a
+  // file into one journal commit, which is most of the gain over one fsync at a time.
+  Status sync;
+  if (opt.fsync && ::fdatasync(file->fd) != 0) {
+    sync = ErrnoStatus("fsync", SegPath(file_index), errno);
+  }
+  file.reset();
+
+  // Phase 3: complete in write order. A group is acknowledged only when every group written
+  // before it is durable too; once an fsync failed nothing after it is (the kernel reports a
+  // writeback error to one fsync caller only, so a later success proves nothing).
+  l.lock();
+  completion_cv.wait(l, [&] { return completed_ticket + 1 == ticket; });
+  if (sync.ok() && !broken.ok()) sync = broken;
+  if (!sync.ok() && broken.ok()) {
+    broken = sync;
+    Log(LogLevel::kError, "audit log {}: {}; no further record is accepted", opt.dir,
+        sync.ToString());
+  }
+  completed_ticket = ticket;
+  completion_cv.notify_all();
+  if (sync.ok()) {
+    durable = {last, hash, 0};
+    std::lock_guard sl(sub_mu);
+    if (last > durable_seq.load()) durable_seq.store(last);
+    sub_cv.notify_all();
+  }
   for (PendingWrite* p : group) {
-    queue.pop_front();
-    p->status = s;
+    p->status = sync;
     p->done = true;
     if (p != w) p->cv.notify_one();
   }
-  if (!queue.empty()) queue.front()->cv.notify_one();
-  if (!s.ok()) return s;
+  if (!sync.ok()) return sync;
   return w->last_seq;
 }
 
 Status AuditLog::Impl::OpenNextSegment() {
-  if (seg_fd >= 0) {
-    if (opt.fsync && ::fdatasync(seg_fd) != 0) {
+  if (seg) {
+    if (opt.fsync && ::fdatasync(seg->fd) != 0) {
       return ErrnoStatus("fsync", SegPath(seg_index), errno);
     }
-    ::close(seg_fd);
-    seg_fd = -1;
+    seg.reset();
     std::lock_guard l(seg_mu);
     if (!segments.empty() && segments.back().index == seg_index) {
       segments.back().max_time_ms = seg_max_time;
@@ -583,7 +641,7 @@ Status AuditLog::Impl::OpenNextSegment() {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus("create", path, errno);
   if (opt.fsync) KW_RETURN_IF_ERROR(FsyncDir(opt.dir));
-  seg_fd = fd;
+  seg = std::make_shared<SegFile>(fd);
   seg_index = index;
   seg_size = 0;
   seg_max_time = -1;
@@ -593,14 +651,14 @@ Status AuditLog::Impl::OpenNextSegment() {
   return Status::Ok();
 }
 
-Status AuditLog::Impl::CommitGroup(const std::vector<PendingWrite*>& group) {
+Status AuditLog::Impl::WriteGroup(const std::vector<PendingWrite*>& group) {
   std::string buf;
   buf.reserve(std::min<size_t>(kMaxGroupBytes, 64u << 10));
   for (PendingWrite* p : group) {
-    if (seg_fd < 0 ||
+    if (!seg ||
         (seg_size + buf.size() > 0 && seg_size + buf.size() + p->bytes > opt.segment_bytes)) {
       if (!buf.empty()) {
-        KW_RETURN_IF_ERROR(WriteAll(seg_fd, buf, SegPath(seg_index)));
+        KW_RETURN_IF_ERROR(WriteAll(seg->fd, buf, SegPath(seg_index)));
         seg_size += buf.size();
         buf.clear();
       }
@@ -619,31 +677,28 @@ Status AuditLog::Impl::CommitGroup(const std::vector<PendingWrite*>& group) {
     p->last_seq = next_seq - 1;
   }
   if (!buf.empty()) {
-    KW_RETURN_IF_ERROR(WriteAll(seg_fd, buf, SegPath(seg_index)));
+    KW_RETURN_IF_ERROR(WriteAll(seg->fd, buf, SegPath(seg_index)));
     seg_size += buf.size();
-  }
-  if (opt.fsync && ::fdatasync(seg_fd) != 0) {
-    return ErrnoStatus("fsync", SegPath(seg_index), errno);
   }
   return Status::Ok();
 }
 
-void AuditLog::Impl::Publish(const std::vector<PendingWrite*>& group, uint64_t last) {
+// Records enter the ring as they are written, in seq order; subscribers read them only once
+// durable_seq covers them.
+void AuditLog::Impl::PushToRing(const std::vector<PendingWrite*>& group) {
   std::lock_guard l(sub_mu);
-  if (sub_count.load() > 0) {
-    uint64_t first = group.front()->records.front().seq;
-    if (!ring.empty() && ring.back()->seq + 1 != first) ring.clear();
-    for (PendingWrite* p : group) {
-      for (AuditRecord& r : p->records) {
-        ring.push_back(std::make_shared<const AuditRecord>(std::move(r)));
-      }
-    }
-    while (ring.size() > opt.subscription_buffer) ring.pop_front();
-  } else {
+  if (sub_count.load() == 0) {
     ring.clear();
+    return;
   }
-  durable_seq.store(last);
-  sub_cv.notify_all();
+  uint64_t first = group.front()->records.front().seq;
+  if (!ring.empty() && ring.back()->seq + 1 != first) ring.clear();
+  for (PendingWrite* p : group) {
+    for (AuditRecord& r : p->records) {
+      ring.push_back(std::make_shared<const AuditRecord>(std::move(r)));
+    }
+  }
+  while (ring.size() > opt.subscription_buffer) ring.pop_front();
 }
 
 // ---------------------------------------------------------------------------------------------
