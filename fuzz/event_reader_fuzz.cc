@@ -19,14 +19,14 @@
 //  - The bad-record list holds at most max_bad_records_kept entries, each with a reason, and
 //    never more than the count.
 
+#include <simdjson.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
-
-#include <simdjson.h>
 
 #include "detect/input/record_reader.h"
 
@@ -44,9 +44,9 @@ namespace {
 using detect::LogFormat;
 
 constexpr LogFormat kFormats[] = {
-    LogFormat::kAuto,          LogFormat::kJsonLines, LogFormat::kJsonArray,
-    LogFormat::kUalCsv,        LogFormat::kUalJson,   LogFormat::kSentinelOfficeActivity,
-    LogFormat::kEntraSignIn,   LogFormat::kEvtxJson,  LogFormat::kKeywardAudit,
+    LogFormat::kAuto,        LogFormat::kJsonLines, LogFormat::kJsonArray,
+    LogFormat::kUalCsv,      LogFormat::kUalJson,   LogFormat::kSentinelOfficeActivity,
+    LogFormat::kEntraSignIn, LogFormat::kEvtxJson,  LogFormat::kKeywardAudit,
 };
 
 constexpr const char* kNames[] = {"in.jsonl", "in.json", "in.csv", "in.evtx", "in.json.gz", "in"};

@@ -1,15 +1,14 @@
 #include "detect/input/byte_source.h"
 
-#include <cerrno>
-#include <cstring>
-#include <vector>
-
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
-#include <fmt/format.h>
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 namespace kw::detect::internal {
 namespace {

@@ -26,12 +26,12 @@
 //   still tracked, so an unterminated quote skips to the end of the file).
 #include "detect/input/framer.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace kw::detect::internal {
 namespace {
@@ -393,7 +393,8 @@ class JsonStreamFramer : public Framer {
           }
           if (c != '{') {
             f->line = index_ + 1;
-            f->reason = fmt::format("unexpected '{}' at the top level of the JSON text", Printable(c));
+            f->reason =
+                fmt::format("unexpected '{}' at the top level of the JSON text", Printable(c));
             ++w->begin;
             ResyncToNewline();
             return FrameStatus::kBad;
@@ -430,9 +431,7 @@ class JsonStreamFramer : public Framer {
  private:
   enum class State { kTop, kArray, kWrapperRest };
 
-  static char Printable(char c) {
-    return std::isprint(static_cast<unsigned char>(c)) ? c : '?';
-  }
+  static char Printable(char c) { return std::isprint(static_cast<unsigned char>(c)) ? c : '?'; }
 
   void ResyncToNewline() {
     resync_ = true;
@@ -506,8 +505,7 @@ class JsonStreamFramer : public Framer {
 };
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
@@ -641,7 +639,8 @@ class CsvFramer : public Framer {
         ++i;
         for (;;) {
           size_t q = row.find('"', i);
-          if (q == std::string_view::npos) return fmt::format("column {}: unterminated quoted field", col + 1);
+          if (q == std::string_view::npos)
+            return fmt::format("column {}: unterminated quoted field", col + 1);
           if (keep) out->append(row.substr(i, q - i));
           if (q + 1 < row.size() && row[q + 1] == '"') {
             if (keep) out->push_back('"');

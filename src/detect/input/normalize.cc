@@ -59,13 +59,13 @@
 //     Windows PowerShell→powershell-classic, …); an unknown channel leaves it empty.
 #include "detect/input/normalize.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "core/json.h"
 
@@ -130,7 +130,8 @@ const std::array<LogSourceHint, kSrcWindows + 1 + kChannelCount>& HintTable() {
     (*t)[kSrcAzureRisk] = {"azure", "riskdetection", ""};
     (*t)[kSrcKeywardAudit] = {"keyward", "audit", ""};
     (*t)[kSrcWindows] = {"windows", "", ""};
-    for (size_t i = 0; i < kChannelCount; ++i) (*t)[kSrcWindows + 1 + i] = {"windows", kChannels[i].service, ""};
+    for (size_t i = 0; i < kChannelCount; ++i)
+      (*t)[kSrcWindows + 1 + i] = {"windows", kChannels[i].service, ""};
     return t;
   }();
   return *table;
@@ -150,7 +151,8 @@ uint16_t WindowsSource(std::string_view channel) {
 std::string_view Trim(std::string_view s) {
   size_t b = 0, e = s.size();
   while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r' || s[b] == '\n')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r' || s[e - 1] == '\n')) --e;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r' || s[e - 1] == '\n'))
+    --e;
   return s.substr(b, e - b);
 }
 
@@ -197,39 +199,79 @@ struct NameNumber {
 
 // AuditLogRecordType values (Office 365 Management Activity API schema).
 constexpr NameNumber kRecordTypes[] = {
-    {"ExchangeAdmin", 1}, {"ExchangeItem", 2}, {"ExchangeItemGroup", 3}, {"SharePoint", 4},
-    {"SharePointFileOperation", 6}, {"OneDrive", 7}, {"AzureActiveDirectory", 8},
-    {"AzureActiveDirectoryAccountLogon", 9}, {"DataCenterSecurityCmdlet", 10},
-    {"ComplianceDLPSharePoint", 11}, {"ComplianceDLPExchange", 13},
-    {"SharePointSharingOperation", 14}, {"AzureActiveDirectoryStsLogon", 15},
-    {"SkypeForBusinessPSTNUsage", 16}, {"SkypeForBusinessUsersBlocked", 17},
-    {"SecurityComplianceCenterEOPCmdlet", 18}, {"ExchangeAggregatedOperation", 19},
-    {"PowerBIAudit", 20}, {"CRM", 21}, {"Yammer", 22}, {"SkypeForBusinessCmdlets", 23},
-    {"Discovery", 24}, {"MicrosoftTeams", 25}, {"ThreatIntelligence", 28},
-    {"MailSubmission", 29}, {"MicrosoftFlow", 30}, {"AeD", 31}, {"MicrosoftStream", 32},
-    {"ComplianceDLPSharePointClassification", 33}, {"ThreatFinder", 34}, {"Project", 35},
-    {"SharePointListOperation", 36}, {"SharePointCommentOperation", 37},
-    {"DataGovernance", 38}, {"Kaizala", 39}, {"SecurityComplianceAlerts", 40},
-    {"ThreatIntelligenceUrl", 41}, {"SecurityComplianceInsights", 42},
-    {"MIPLabel", 43}, {"WorkplaceAnalytics", 44}, {"PowerAppsApp", 45},
-    {"PowerAppsPlan", 46}, {"ThreatIntelligenceAtpContent", 47}, {"LabelContentExplorer", 48},
-    {"TeamsHealthcare", 49}, {"ExchangeItemAggregated", 50}, {"HygieneEvent", 51},
-    {"DataInsightsRestApiAudit", 52}, {"InformationBarrierPolicyApplication", 53},
-    {"SharePointListItemOperation", 54}, {"SharePointContentTypeOperation", 55},
-    {"SharePointFieldOperation", 56}, {"MicrosoftTeamsAdmin", 57}, {"HRSignal", 58},
-    {"MicrosoftTeamsDevice", 59}, {"MicrosoftTeamsAnalytics", 60},
-    {"InformationWorkerProtection", 61}, {"Campaign", 62}, {"DLPEndpoint", 63},
-    {"AirInvestigation", 64}, {"Quarantine", 65}, {"MicrosoftForms", 66},
+    {"ExchangeAdmin", 1},
+    {"ExchangeItem", 2},
+    {"ExchangeItemGroup", 3},
+    {"SharePoint", 4},
+    {"SharePointFileOperation", 6},
+    {"OneDrive", 7},
+    {"AzureActiveDirectory", 8},
+    {"AzureActiveDirectoryAccountLogon", 9},
+    {"DataCenterSecurityCmdlet", 10},
+    {"ComplianceDLPSharePoint", 11},
+    {"ComplianceDLPExchange", 13},
+    {"SharePointSharingOperation", 14},
+    {"AzureActiveDirectoryStsLogon", 15},
+    {"SkypeForBusinessPSTNUsage", 16},
+    {"SkypeForBusinessUsersBlocked", 17},
+    {"SecurityComplianceCenterEOPCmdlet", 18},
+    {"ExchangeAggregatedOperation", 19},
+    {"PowerBIAudit", 20},
+    {"CRM", 21},
+    {"Yammer", 22},
+    {"SkypeForBusinessCmdlets", 23},
+    {"Discovery", 24},
+    {"MicrosoftTeams", 25},
+    {"ThreatIntelligence", 28},
+    {"MailSubmission", 29},
+    {"MicrosoftFlow", 30},
+    {"AeD", 31},
+    {"MicrosoftStream", 32},
+    {"ComplianceDLPSharePointClassification", 33},
+    {"ThreatFinder", 34},
+    {"Project", 35},
+    {"SharePointListOperation", 36},
+    {"SharePointCommentOperation", 37},
+    {"DataGovernance", 38},
+    {"Kaizala", 39},
+    {"SecurityComplianceAlerts", 40},
+    {"ThreatIntelligenceUrl", 41},
+    {"SecurityComplianceInsights", 42},
+    {"MIPLabel", 43},
+    {"WorkplaceAnalytics", 44},
+    {"PowerAppsApp", 45},
+    {"PowerAppsPlan", 46},
+    {"ThreatIntelligenceAtpContent", 47},
+    {"LabelContentExplorer", 48},
+    {"TeamsHealthcare", 49},
+    {"ExchangeItemAggregated", 50},
+    {"HygieneEvent", 51},
+    {"DataInsightsRestApiAudit", 52},
+    {"InformationBarrierPolicyApplication", 53},
+    {"SharePointListItemOperation", 54},
+    {"SharePointContentTypeOperation", 55},
+    {"SharePointFieldOperation", 56},
+    {"MicrosoftTeamsAdmin", 57},
+    {"HRSignal", 58},
+    {"MicrosoftTeamsDevice", 59},
+    {"MicrosoftTeamsAnalytics", 60},
+    {"InformationWorkerProtection", 61},
+    {"Campaign", 62},
+    {"DLPEndpoint", 63},
+    {"AirInvestigation", 64},
+    {"Quarantine", 65},
+    {"MicrosoftForms", 66},
 };
 
 constexpr NameNumber kUserTypes[] = {
-    {"Regular", 0}, {"Reserved", 1}, {"Admin", 2}, {"DcAdmin", 3}, {"System", 4},
-    {"Application", 5}, {"ServicePrincipal", 6}, {"CustomPolicy", 7}, {"SystemPolicy", 8},
+    {"Regular", 0},          {"Reserved", 1},     {"Admin", 2},
+    {"DcAdmin", 3},          {"System", 4},       {"Application", 5},
+    {"ServicePrincipal", 6}, {"CustomPolicy", 7}, {"SystemPolicy", 8},
 };
 
 constexpr NameNumber kLogonTypes[] = {
-    {"Owner", 0}, {"Admin", 1}, {"Delegated", 2}, {"Delegate", 2}, {"Transport", 3},
-    {"SystemService", 4}, {"BestAccess", 5}, {"DelegatedAdmin", 6},
+    {"Owner", 0},     {"Admin", 1},         {"Delegated", 2},  {"Delegate", 2},
+    {"Transport", 3}, {"SystemService", 4}, {"BestAccess", 5}, {"DelegatedAdmin", 6},
 };
 
 template <size_t N>
@@ -262,10 +304,19 @@ constexpr Rename kSentinelRenames[] = {
 constexpr std::string_view kSentinelDropped[] = {"TenantId", "SourceSystem", "Type",
                                                  "TimeGenerated"};
 
-constexpr std::string_view kSentinelJsonStrings[] = {
-    "Folders", "Item", "AffectedItems", "Parameters", "OperationProperties", "AppAccessContext",
-    "ModifiedProperties", "ExtendedProperties", "Folder", "DestFolder", "Members",
-    "CrossMailboxOperations", "EventData"};
+constexpr std::string_view kSentinelJsonStrings[] = {"Folders",
+                                                     "Item",
+                                                     "AffectedItems",
+                                                     "Parameters",
+                                                     "OperationProperties",
+                                                     "AppAccessContext",
+                                                     "ModifiedProperties",
+                                                     "ExtendedProperties",
+                                                     "Folder",
+                                                     "DestFolder",
+                                                     "Members",
+                                                     "CrossMailboxOperations",
+                                                     "EventData"};
 
 constexpr std::string_view kSentinelIntegers[] = {"InternalLogonType", "OperationCount", "Version",
                                                   "AzureActiveDirectoryEventType"};
@@ -309,13 +360,20 @@ struct AzureAlias {
 };
 
 constexpr AzureAlias kAzureTopAliases[] = {
-    {"time", "TimeGenerated"},          {"resourceId", "ResourceId"},
-    {"operationName", "OperationName"}, {"operationVersion", "OperationVersion"},
-    {"category", "Category"},           {"tenantId", "AADTenantId"},
-    {"resultType", "ResultType"},       {"resultSignature", "ResultSignature"},
-    {"resultDescription", "ResultDescription"}, {"durationMs", "DurationMs"},
-    {"callerIpAddress", "CallerIPAddress"},     {"correlationId", "CorrelationId"},
-    {"identity", "Identity"},           {"level", "Level"},
+    {"time", "TimeGenerated"},
+    {"resourceId", "ResourceId"},
+    {"operationName", "OperationName"},
+    {"operationVersion", "OperationVersion"},
+    {"category", "Category"},
+    {"tenantId", "AADTenantId"},
+    {"resultType", "ResultType"},
+    {"resultSignature", "ResultSignature"},
+    {"resultDescription", "ResultDescription"},
+    {"durationMs", "DurationMs"},
+    {"callerIpAddress", "CallerIPAddress"},
+    {"correlationId", "CorrelationId"},
+    {"identity", "Identity"},
+    {"level", "Level"},
 };
 
 constexpr AzureAlias kAzurePropertyAliases[] = {
@@ -586,25 +644,32 @@ std::string Normalizer::Sentinel(element e, RecordSink* out) {
       continue;
     }
     std::optional<int64_t> number;
-    if (key == "RecordType") number = NumberFor(sv, kRecordTypes);
-    else if (key == "UserType") number = NumberFor(sv, kUserTypes);
-    else if (key == "LogonType") number = NumberFor(sv, kLogonTypes);
-    else if (In(key, kSentinelIntegers)) number = ParseInt(sv);
+    if (key == "RecordType")
+      number = NumberFor(sv, kRecordTypes);
+    else if (key == "UserType")
+      number = NumberFor(sv, kUserTypes);
+    else if (key == "LogonType")
+      number = NumberFor(sv, kLogonTypes);
+    else if (In(key, kSentinelIntegers))
+      number = ParseInt(sv);
     if (number) {
       fmt::format_to(std::back_inserter(w), "{}", *number);
       continue;
     }
-    if (key == "ExternalAccess" && (sv == "true" || sv == "True" || sv == "false" || sv == "False")) {
+    if (key == "ExternalAccess" &&
+        (sv == "true" || sv == "True" || sv == "false" || sv == "False")) {
       w += (sv[0] == 't' || sv[0] == 'T') ? "true" : "false";
       continue;
     }
     std::string_view t = Trim(sv);
-    bool looks_json = t.size() >= 2 && ((t[0] == '[' && t.back() == ']') || (t[0] == '{' && t.back() == '}'));
+    bool looks_json =
+        t.size() >= 2 && ((t[0] == '[' && t.back() == ']') || (t[0] == '{' && t.back() == '}'));
     bool known = In(key, kSentinelJsonStrings);
     if (looks_json && (known || t.starts_with("[{") || t.starts_with("{\"") || t == "[]")) {
       std::string_view padded = Padded(t, &scratch2_);
       element inner;
-      if (inner_parser_.parse(padded.data(), padded.size(), false).get(inner) == simdjson::SUCCESS) {
+      if (inner_parser_.parse(padded.data(), padded.size(), false).get(inner) ==
+          simdjson::SUCCESS) {
         AppendJson(inner, &w);
         continue;
       }

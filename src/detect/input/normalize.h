@@ -2,11 +2,11 @@
 // the formats are described at the top of normalize.cc and in docs/log-formats.md.
 #pragma once
 
+#include <simdjson.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <simdjson.h>
 
 #include "detect/input/record_reader.h"
 

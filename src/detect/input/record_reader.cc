@@ -1,6 +1,8 @@
 #include "detect/input/record_reader.h"
 
+#include <fmt/format.h>
 #include <glob.h>
+#include <simdjson.h>
 
 #include <algorithm>
 #include <cctype>
@@ -9,9 +11,6 @@
 #include <filesystem>
 #include <set>
 #include <system_error>
-
-#include <fmt/format.h>
-#include <simdjson.h>
 
 #include "detect/input/byte_source.h"
 #include "detect/input/framer.h"
@@ -107,8 +106,7 @@ void RecordBatch::Clear() {
 // Appends records to a batch, keeping kRecordPadding zero bytes after the last one.
 class BatchBuilder : public internal::RecordSink {
  public:
-  BatchBuilder(RecordBatch* b, std::shared_ptr<const std::string> file, size_t reserve)
-      : b_(b) {
+  BatchBuilder(RecordBatch* b, std::shared_ptr<const std::string> file, size_t reserve) : b_(b) {
     b_->Clear();
     b_->file_ = std::move(file);
     Reserve(reserve);
@@ -267,8 +265,8 @@ Status RecordReader::Impl::Init() {
   std::string_view first_line = v.substr(first, v.find('\n', first) - first);
 
   Container container;
-  bool json_like = c == '{' || c == '[' || first_line.starts_with("Record ") ||
-                   (c == '\0' && v.size() == first);
+  bool json_like =
+      c == '{' || c == '[' || first_line.starts_with("Record ") || (c == '\0' && v.size() == first);
   if (format_ == LogFormat::kUalCsv) {
     container = Container::kCsv;
   } else if (format_ == LogFormat::kAuto && !json_like) {
@@ -393,9 +391,11 @@ Result<std::unique_ptr<RecordReader::Impl>> MakeImpl(std::string name,
   }
   head.resize(have);
   bool gz = internal::HasGzipMagic(head);
-  std::unique_ptr<internal::ByteSource> src = internal::PrefixSource(std::move(head), std::move(raw));
+  std::unique_ptr<internal::ByteSource> src =
+      internal::PrefixSource(std::move(head), std::move(raw));
   if (gz) src = internal::GzipSource(std::move(src));
-  auto impl = std::make_unique<RecordReader::Impl>(std::move(name), std::move(src), format, options);
+  auto impl =
+      std::make_unique<RecordReader::Impl>(std::move(name), std::move(src), format, options);
   KW_RETURN_IF_ERROR(impl->Init());
   return impl;
 }

@@ -35,15 +35,15 @@
 namespace kw::detect {
 
 enum class LogFormat {
-  kAuto,                     // decide from the extension and the first record
-  kJsonLines,                // one JSON object per line, emitted as is
-  kJsonArray,                // a JSON array (or concatenated objects) of objects, emitted as is
-  kUalCsv,                   // Search-UnifiedAuditLog / Purview CSV export: the AuditData column
-  kUalJson,                  // UAL AuditData objects, bare or wrapped in {"AuditData": ...}
-  kSentinelOfficeActivity,   // Microsoft Sentinel OfficeActivity rows, normalised to AuditData
-  kEntraSignIn,              // Entra ID sign-in/audit logs, Azure activity logs (Azure Monitor, Graph)
-  kEvtxJson,                 // evtx_dump JSON (-o json / -o jsonl)
-  kKeywardAudit,             // Keyward's own hash-chained audit log (JSON lines)
+  kAuto,                    // decide from the extension and the first record
+  kJsonLines,               // one JSON object per line, emitted as is
+  kJsonArray,               // a JSON array (or concatenated objects) of objects, emitted as is
+  kUalCsv,                  // Search-UnifiedAuditLog / Purview CSV export: the AuditData column
+  kUalJson,                 // UAL AuditData objects, bare or wrapped in {"AuditData": ...}
+  kSentinelOfficeActivity,  // Microsoft Sentinel OfficeActivity rows, normalised to AuditData
+  kEntraSignIn,             // Entra ID sign-ins and audits, Azure activity (Azure Monitor, Graph)
+  kEvtxJson,                // evtx_dump JSON (-o json / -o jsonl)
+  kKeywardAudit,            // Keyward's own hash-chained audit log (JSON lines)
 };
 
 // Stable flag name of a format: "auto", "jsonl", "json-array", "ual-csv", "ual-json",
@@ -155,11 +155,10 @@ class RecordReader {
                                                     ReaderOptions options = {});
   // Reads from memory (tests, fuzzing). `name` plays the role of the path (its extension is used
   // by kAuto). The bytes are copied only as they are read: `data` must outlive the reader.
-  static Result<std::unique_ptr<RecordReader>> OpenBuffer(std::string_view data,
-                                                          std::string name,
+  static Result<std::unique_ptr<RecordReader>> OpenBuffer(std::string_view data, std::string name,
                                                           LogFormat format = LogFormat::kAuto,
                                                           ReaderOptions options = {});
-  virtual ~RecordReader();
+  ~RecordReader();
 
   // Replaces *out's records with the next ones. Returns false (and an empty batch) at the end of
   // the file; an empty batch is never returned with true. Errors only for I/O failures.

@@ -1,14 +1,12 @@
 #include "detect/input/record_reader.h"
 
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 
 #include <atomic>
-#include <thread>
-
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "detect/input/test_util.h"
 #include "detect/input/ual_generator.h"
@@ -38,107 +36,185 @@ struct Case {
 
 std::vector<Case> Cases() {
   return {
-      {"jsonl_crlf_blank_lines", "a.jsonl",
+      {"jsonl_crlf_blank_lines",
+       "a.jsonl",
        "{\"a\":1}\r\n\r\n{\"b\":\"x\\\"}\"}\n   \n{\"c\":[1,{\"d\":2}]}",
-       LogFormat::kAuto, LogFormat::kJsonLines,
-       {{R"({"a":1})", 1}, {R"({"b":"x\"}"})", 3}, {R"({"c":[1,{"d":2}]})", 5}}, {}},
-      {"jsonl_malformed_and_truncated", "a.ndjson",
+       LogFormat::kAuto,
+       LogFormat::kJsonLines,
+       {{R"({"a":1})", 1}, {R"({"b":"x\"}"})", 3}, {R"({"c":[1,{"d":2}]})", 5}},
+       {}},
+      {"jsonl_malformed_and_truncated",
+       "a.ndjson",
        R"({"a":1}
 not json
 [1,2]
 {"b":2}
 {"c":3, "trunc)",
-       LogFormat::kAuto, LogFormat::kJsonLines, {{R"({"a":1})", 1}, {R"({"b":2})", 4}}, {2, 3, 5}},
-      {"json_array_pretty", "export.json",
+       LogFormat::kAuto,
+       LogFormat::kJsonLines,
+       {{R"({"a":1})", 1}, {R"({"b":2})", 4}},
+       {2, 3, 5}},
+      {"json_array_pretty",
+       "export.json",
        R"([
   {"x": "a]b}c", "y": [1, 2, {"z": "\\"}]},
   {"x": "q\"uote"}
   ,{"x": 3}
 ])",
-       LogFormat::kAuto, LogFormat::kJsonArray,
+       LogFormat::kAuto,
+       LogFormat::kJsonArray,
        {{R"({"x":"a]b}c","y":[1,2,{"z":"\\"}]})", 1}, {R"({"x":"q\"uote"})", 2}, {R"({"x":3})", 3}},
        {}},
-      {"json_array_truncated", "t.json", R"([{"a":1},{"b":2},{"c":)", LogFormat::kAuto,
-       LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"b":2})", 2}}, {3}},
-      {"json_array_bad_element_resyncs", "t.json",
-       "[\n{\"a\":1},\n{\"b\":]\n{\"c\":3},\n7,\n{\"d\":4}\n]", LogFormat::kAuto,
-       LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"c":3})", 3}, {R"({"d":4})", 5}}, {2, 4}},
-      {"json_array_stray_close_bracket", "t.json", "[{\"a\":1}}\n,{\"b\":2}\n]",
-       LogFormat::kAuto, LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"b":2})", 3}}, {2}},
-      {"concatenated_pretty_objects", "c.json", "{\n \"a\": 1\n}\n{\n \"b\": 2\n}\n",
-       LogFormat::kAuto, LogFormat::kJsonArray, {{R"({"a":1})", 1}, {R"({"b":2})", 2}}, {}},
-      {"keyward_audit", "audit.log",
+      {"json_array_truncated",
+       "t.json",
+       R"([{"a":1},{"b":2},{"c":)",
+       LogFormat::kAuto,
+       LogFormat::kJsonArray,
+       {{R"({"a":1})", 1}, {R"({"b":2})", 2}},
+       {3}},
+      {"json_array_bad_element_resyncs",
+       "t.json",
+       "[\n{\"a\":1},\n{\"b\":]\n{\"c\":3},\n7,\n{\"d\":4}\n]",
+       LogFormat::kAuto,
+       LogFormat::kJsonArray,
+       {{R"({"a":1})", 1}, {R"({"c":3})", 3}, {R"({"d":4})", 5}},
+       {2, 4}},
+      {"json_array_stray_close_bracket",
+       "t.json",
+       "[{\"a\":1}}\n,{\"b\":2}\n]",
+       LogFormat::kAuto,
+       LogFormat::kJsonArray,
+       {{R"({"a":1})", 1}, {R"({"b":2})", 3}},
+       {2}},
+      {"concatenated_pretty_objects",
+       "c.json",
+       "{\n \"a\": 1\n}\n{\n \"b\": 2\n}\n",
+       LogFormat::kAuto,
+       LogFormat::kJsonArray,
+       {{R"({"a":1})", 1}, {R"({"b":2})", 2}},
+       {}},
+      {"keyward_audit",
+       "audit.log",
        R"({"seq":1,"prev_hash":"00","hash":"ab","time":"2026-01-01T00:00:00Z","tenant":"t","operation":"mail.read"}
 {"seq":2,"prev_hash":"ab","hash":"cd","time":"2026-01-01T00:00:01Z","tenant":"t","operation":"mail.send"})",
-       LogFormat::kAuto, LogFormat::kKeywardAudit,
-       {{"~\"seq\":1", 1}, {"~\"seq\":2", 2}}, {}, "keyward", "audit"},
-      {"ual_json_bare_and_wrapped", "ual.json",
+       LogFormat::kAuto,
+       LogFormat::kKeywardAudit,
+       {{"~\"seq\":1", 1}, {"~\"seq\":2", 2}},
+       {},
+       "keyward",
+       "audit"},
+      {"ual_json_bare_and_wrapped",
+       "ual.json",
        R"([
 {"RecordType":"ExchangeItemAggregated","AuditData":"{\"CreationTime\":\"2023-06-16T01:02:04\",\"Id\":\"2\",\"Operation\":\"Send\"}"},
 {"AuditData":{"CreationTime":"2023-06-16T01:02:05","Id":"3","Operation":"MailboxLogin"}},
 {"AuditData":"{not json"},
 {"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"}
 ])",
-       LogFormat::kAuto, LogFormat::kUalJson,
+       LogFormat::kAuto,
+       LogFormat::kUalJson,
        {{R"({"CreationTime":"2023-06-16T01:02:04","Id":"2","Operation":"Send"})", 1},
         {R"({"CreationTime":"2023-06-16T01:02:05","Id":"3","Operation":"MailboxLogin"})", 2},
-        {R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"})", 4}},
-       {3}, "m365", "audit"},
-      {"ual_json_lines_bare", "ual.jsonl",
+        {R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange"})",
+         4}},
+       {3},
+       "m365",
+       "audit"},
+      {"ual_json_lines_bare",
+       "ual.jsonl",
        R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50}
 {"CreationTime":"2023-06-16T01:02:04","Id":"2","Operation":"Send","RecordType":2)",
-       LogFormat::kAuto, LogFormat::kUalJson,
-       {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50})", 1}},
-       {2}, "m365", "audit"},
-      {"ual_csv_bom_multiline_type_line", "audit.csv",
+       LogFormat::kAuto,
+       LogFormat::kUalJson,
+       {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Operation":"MailItemsAccessed","RecordType":50})",
+         1}},
+       {2},
+       "m365",
+       "audit"},
+      {"ual_csv_bom_multiline_type_line",
+       "audit.csv",
        "\xEF\xBB\xBF#TYPE Deserialized.Microsoft.Exchange.Management.SystemConfigurationTasks."
        "AuditRecord\r\n"
-       "\"RecordType\",\"CreationDate\",\"UserIds\",\"Operations\",\"AuditData\",\"ResultIndex\"\r\n"
+       "\"RecordType\",\"CreationDate\",\"UserIds\",\"Operations\",\"AuditData\","
+       "\"ResultIndex\"\r\n"
        "\"ExchangeItem\",\"6/16/2023 1:02:03 AM\",\"a@x.com\",\"Send\","
-       "\"{\"\"CreationTime\"\":\"\"2023-06-16T01:02:03\"\",\r\n\"\"Id\"\":\"\"1\"\",\"\"Subject\"\":\"\"a, b\"\"\n"
+       "\"{\"\"CreationTime\"\":\"\"2023-06-16T01:02:03\"\",\r\n\"\"Id\"\":\"\"1\"\","
+       "\"\"Subject\"\":\"\"a, b\"\"\n"
        "}\",\"1\"\r\n"
        "\"ExchangeItem\",\"x\",\"a@x.com\",\"Send\",\"{\"\"Id\"\":\"\"2\"\"}\",\"2\"\r\n"
        "\"ExchangeItem\",\"x\",\"a@x.com\",\"Send\",\"{\"\"Id\"\":\"\"3\"\"}\"junk,\"3\"\r\n"
        "\"ExchangeItem\",\"x\"\r\n"
        "ExchangeItem,x,a@x.com,Send,\"{\"\"Id\"\":\"\"4\"\"}\",4\r\n",
-       LogFormat::kAuto, LogFormat::kUalCsv,
+       LogFormat::kAuto,
+       LogFormat::kUalCsv,
        {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"1","Subject":"a, b"})", 3},
-        {R"({"Id":"2"})", 6}, {R"({"Id":"4"})", 9}},
-       {7, 8}, "m365", "audit"},
-      {"ual_csv_unquoted_header_truncated_quote", "x.csv",
+        {R"({"Id":"2"})", 6},
+        {R"({"Id":"4"})", 9}},
+       {7, 8},
+       "m365",
+       "audit"},
+      {"ual_csv_unquoted_header_truncated_quote",
+       "x.csv",
        "RecordType,CreationDate,UserIds,Operations,AuditData\n"
        "2,x,u,Send,\"{\"\"Id\"\":\"\"1\"\"}\"\n"
        "2,x,u,Send,\"{\"\"Id\"\":\"\"2\n",
-       LogFormat::kAuto, LogFormat::kUalCsv, {{R"({"Id":"1"})", 2}}, {3}, "m365", "audit"},
-      {"csv_without_auditdata", "x.csv", "a,b,c\n1,2,3\n", LogFormat::kAuto, LogFormat::kUalCsv, {},
+       LogFormat::kAuto,
+       LogFormat::kUalCsv,
+       {{R"({"Id":"1"})", 2}},
+       {3},
+       "m365",
+       "audit"},
+      {"csv_without_auditdata",
+       "x.csv",
+       "a,b,c\n1,2,3\n",
+       LogFormat::kAuto,
+       LogFormat::kUalCsv,
+       {},
        {1}},
-      {"sentinel_officeactivity", "oa.json",
+      {"sentinel_officeactivity",
+       "oa.json",
        R"({"TenantId":"ws","SourceSystem":"OfficeActivityManager","TimeGenerated":"2023-06-16T01:02:03.000Z","OfficeId":"id1","OfficeWorkload":"Exchange","Operation":"MailItemsAccessed","RecordType":"ExchangeItemAggregated","UserType":"Regular","Client_IPAddress":"51.89.156.153","Logon_Type":"0","ExternalAccess":"false","Folders":"[{\"Path\":\"\\\\Inbox\",\"FolderItems\":[{\"InternetMessageId\":\"<a@b>\"}]}]","OperationProperties":"[{\"Name\":\"MailAccessType\",\"Value\":\"Bind\"}]","AppAccessContext":"{\"ClientAppId\":\"x\"}","UserId":"a@x.com","OrganizationId":"org","ClientInfoString":"Client=REST;Client=RESTSystem;;","MailboxOwnerUPN":"","Item":null,"_ResourceId":"r","Type":"OfficeActivity","Parameters":"not [json"})",
-       LogFormat::kAuto, LogFormat::kSentinelOfficeActivity,
+       LogFormat::kAuto,
+       LogFormat::kSentinelOfficeActivity,
        {{R"({"CreationTime":"2023-06-16T01:02:03","Id":"id1","Workload":"Exchange","Operation":"MailItemsAccessed","RecordType":50,"UserType":0,"ClientIPAddress":"51.89.156.153","LogonType":0,"ExternalAccess":false,"Folders":[{"Path":"\\Inbox","FolderItems":[{"InternetMessageId":"<a@b>"}]}],"OperationProperties":[{"Name":"MailAccessType","Value":"Bind"}],"AppAccessContext":{"ClientAppId":"x"},"UserId":"a@x.com","OrganizationId":"org","ClientInfoString":"Client=REST;Client=RESTSystem;;","Parameters":"not [json"})",
          1}},
-       {}, "m365", "audit"},
-      {"sentinel_odd_time_kept_whole", "oa.jsonl",
+       {},
+       "m365",
+       "audit"},
+      {"sentinel_odd_time_kept_whole",
+       "oa.jsonl",
        R"({"OfficeWorkload":"Exchange","TimeGenerated":"16/06/2023 01:02:03 été +02"}
 {"OfficeWorkload":"Exchange","TimeGenerated":"2023-06-16T01:02:03Z","CreationTime":"2023-06-16T01:02:04"})",
-       LogFormat::kAuto, LogFormat::kSentinelOfficeActivity,
+       LogFormat::kAuto,
+       LogFormat::kSentinelOfficeActivity,
        {{R"({"Workload":"Exchange","CreationTime":"16/06/2023 01:02:03 été +02"})", 1},
         {R"({"Workload":"Exchange","CreationTime":"2023-06-16T01:02:04"})", 2}},
-       {}, "m365", "audit"},
-      {"entra_signin_azure_monitor", "signin.json",
+       {},
+       "m365",
+       "audit"},
+      {"entra_signin_azure_monitor",
+       "signin.json",
        R"({"time":"2023-06-16T01:02:03Z","resourceId":"/tenants/t/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","resultType":"50053","resultDescription":"Account is locked","properties":{"userPrincipalName":"a@x.com","appId":"app","appDisplayName":"Office 365 Exchange Online","ipAddress":"1.2.3.4","status":{"errorCode":50053,"failureReason":"Account is locked"},"clientAppUsed":"Browser","userAgent":"azurehound/2.0","conditionalAccessStatus":"notApplied","riskLevelDuringSignIn":"none","authenticationRequirement":"singleFactorAuthentication","resourceDisplayName":"Office 365 Exchange Online","location":{"city":"Paris","countryOrRegion":"FR"},"networkLocationDetails":[],"deviceDetail":{"deviceId":"","trustType":""},"resourceId":"res"}})",
-       LogFormat::kAuto, LogFormat::kEntraSignIn,
-       {{R"(~"ResultType":"50053")", 1}, {R"(~"Status":"Failure: Account is locked")", 1},
+       LogFormat::kAuto,
+       LogFormat::kEntraSignIn,
+       {{R"(~"ResultType":"50053")", 1},
+        {R"(~"Status":"Failure: Account is locked")", 1},
         {R"(~"AppDisplayName":"Office 365 Exchange Online")", 1},
         {R"(~"AuthenticationRequirement":"singleFactorAuthentication")", 1},
-        {R"(~"Location":"FR")", 1}, {R"(~"NetworkLocationDetails":"[]")", 1},
-        {R"(~"IPAddress":"1.2.3.4")", 1}, {R"(~"UserAgent":"azurehound/2.0")", 1},
+        {R"(~"Location":"FR")", 1},
+        {R"(~"NetworkLocationDetails":"[]")", 1},
+        {R"(~"IPAddress":"1.2.3.4")", 1},
+        {R"(~"UserAgent":"azurehound/2.0")", 1},
         {R"(~"ResultDescription":"Account is locked")", 1},
-        {R"(~"ResourceIdentity":"res")", 1}, {R"(~"TimeGenerated":"2023-06-16T01:02:03Z")", 1},
+        {R"(~"ResourceIdentity":"res")", 1},
+        {R"(~"TimeGenerated":"2023-06-16T01:02:03Z")", 1},
         {R"(~"DeviceDetail":{"deviceId":"","trustType":""})", 1},
         {R"(~"properties":{"userPrincipalName")", 1}},
-       {}, "azure", "signinlogs"},
-      {"entra_records_wrapper_pretty", "PT1H.json",
+       {},
+       "azure",
+       "signinlogs"},
+      {"entra_records_wrapper_pretty",
+       "PT1H.json",
        R"({
   "records": [
     {"time": "t1", "category": "SignInLogs", "operationName": "Sign-in activity", "resultType": "0", "properties": {"status": {"errorCode": 0}, "userPrincipalName": "a@x.com"}},
@@ -146,38 +222,58 @@ not json
     {"time": "t3", "category": "Administrative", "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/VM1", "properties": {}}
   ]
 })",
-       LogFormat::kAuto, LogFormat::kEntraSignIn,
-       {{R"(~"Status":"Success")", 1}, {R"(~"ActivityDisplayName":"Add member to role")", 2},
+       LogFormat::kAuto,
+       LogFormat::kEntraSignIn,
+       {{R"(~"Status":"Success")", 1},
+        {R"(~"ActivityDisplayName":"Add member to role")", 2},
         {R"(~"OperationName":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE")", 3},
         {R"(~"OperationNameValue":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE")", 3},
         {R"(~"ResourceProviderValue":"MICROSOFT.COMPUTE")", 3}},
-       {}, "azure", ""},
-      {"graph_signin_page", "graph.json",
+       {},
+       "azure",
+       ""},
+      {"graph_signin_page",
+       "graph.json",
        R"({"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns","value":[{"id":"1","createdDateTime":"2023-06-16T01:02:03Z","userPrincipalName":"a@x.com","appDisplayName":"Azure Portal","ipAddress":"5.6.7.8","status":{"errorCode":50126,"failureReason":"Invalid username or password","additionalDetails":"MFA denied; user declined"}}],"@odata.nextLink":"https://next"})",
-       LogFormat::kAuto, LogFormat::kEntraSignIn,
+       LogFormat::kAuto,
+       LogFormat::kEntraSignIn,
        {{R"(~"ResultType":"50126")", 1},
         {R"(~"Status":"Failure: Invalid username or password; MFA denied; user declined")", 1},
         {R"(~"TimeGenerated":"2023-06-16T01:02:03Z")", 1}},
-       {}, "azure", "signinlogs"},
-      {"evtx_jsonl_eventid_forms", "sec.jsonl",
+       {},
+       "azure",
+       "signinlogs"},
+      {"evtx_jsonl_eventid_forms",
+       "sec.jsonl",
        R"({"Event":{"System":{"EventID":4624,"Channel":"Security","TimeCreated":{"#attributes":{"SystemTime":"2023-06-16T01:02:03Z"}}},"EventData":{"LogonType":3}}}
 {"Event":{"System":{"EventID":{"#text":7045,"#attributes":{"Qualifiers":16384}},"Channel":"System"},"EventData":{"ServiceName":"x"}}}
 {"Event":{"System":{"EventID":{"#text":"1","#attributes":{"Qualifiers":""}},"Channel":"Microsoft-Windows-Sysmon/Operational"},"EventData":{"Image":"C:\\x.exe"}}}
 {"Event":{"System":{"EventID":1,"Channel":"Some-Other/Operational"}}})",
-       LogFormat::kAuto, LogFormat::kEvtxJson,
-       {{"~\"EventID\":4624", 1}, {"~\"EventID\":7045,\"Channel\":\"System\"", 2},
-        {"~\"EventID\":1,\"Channel\":\"Microsoft-Windows-Sysmon/Operational\"", 3},
-        {"~\"Channel\":\"Some-Other/Operational\"", 4}},
-       {}, "windows", ""},
-      {"evtx_json_with_record_lines", "app.json",
+       LogFormat::kAuto,
+       LogFormat::kEvtxJson,
+       {{"~\"EventID\":4624", 1}, {"~\"EventID\":7045,\"Channel\":\"System\"", 2}, {"~\"EventID\":1,\"Channel\":\"Microsoft-Windows-Sysmon/Operational\"", 3}, {"~\"Channel\":\"Some-Other/Operational\"", 4}},
+       {},
+       "windows",
+       ""},
+      {"evtx_json_with_record_lines",
+       "app.json",
        "Record 1\n{\n  \"Event\": {\n    \"System\": {\n      \"EventID\": 4688,\n"
        "      \"Channel\": \"Security\"\n    }\n  }\n}\nRecord 2\n{\n  \"Event\": {\n"
        "    \"System\": {\n      \"EventID\": 4625,\n      \"Channel\": \"Security\"\n    }\n"
        "  }\n}\n",
-       LogFormat::kAuto, LogFormat::kEvtxJson, {{"~4688", 1}, {"~4625", 2}}, {}, "windows",
+       LogFormat::kAuto,
+       LogFormat::kEvtxJson,
+       {{"~4688", 1}, {"~4625", 2}},
+       {},
+       "windows",
        "security"},
-      {"forced_format_overrides_detection", "x.txt", R"({"seq":1,"prev_hash":"0"})",
-       LogFormat::kJsonLines, LogFormat::kJsonLines, {{R"({"seq":1,"prev_hash":"0"})", 1}}, {}},
+      {"forced_format_overrides_detection",
+       "x.txt",
+       R"({"seq":1,"prev_hash":"0"})",
+       LogFormat::kJsonLines,
+       LogFormat::kJsonLines,
+       {{R"({"seq":1,"prev_hash":"0"})", 1}},
+       {}},
       {"empty_file", "e.jsonl", "", LogFormat::kAuto, LogFormat::kJsonLines, {}, {}},
   };
 }
@@ -342,10 +438,9 @@ TEST(RecordReaderTest, LongRecordsGrowTheWindow) {
   for (const char* name : {"a.jsonl", "a.json", "a.csv"}) {
     SCOPED_TRACE(name);
     std::string n(name);
-    std::string content =
-        n == "a.json" ? "[" + big + ",{\"b\":2}]"
-        : n == "a.csv" ? "AuditData\n\"" + big_csv + "\"\n\"{\"\"b\"\":2}\"\n"
-                       : big + "\n{\"b\":2}\n";
+    std::string content = n == "a.json"  ? "[" + big + ",{\"b\":2}]"
+                          : n == "a.csv" ? "AuditData\n\"" + big_csv + "\"\n\"{\"\"b\"\":2}\"\n"
+                                         : big + "\n{\"b\":2}\n";
     ReadResult r = ReadAll(dir.Write(name, content));
     ASSERT_EQ(r.records.size(), 2u);
     EXPECT_EQ(r.records[0].json, big);
@@ -368,9 +463,8 @@ TEST(RecordReaderTest, OversizeRecordIsBadAndSkipped) {
   o.max_record_bytes = 100000;
   for (const char* name : {"a.jsonl", "a.json"}) {
     SCOPED_TRACE(name);
-    std::string content = std::string(name) == "a.json"
-                              ? "[{\"a\":1},\n" + big + ",\n{\"b\":2}]"
-                              : "{\"a\":1}\n" + big + "\n{\"b\":2}\n";
+    std::string content = std::string(name) == "a.json" ? "[{\"a\":1},\n" + big + ",\n{\"b\":2}]"
+                                                        : "{\"a\":1}\n" + big + "\n{\"b\":2}\n";
     ReadResult r = ReadAll(dir.Write(name, content), LogFormat::kAuto, o);
     ASSERT_EQ(r.records.size(), 2u);
     EXPECT_EQ(r.records[1].json, "{\"b\":2}");
@@ -383,7 +477,8 @@ TEST(RecordReaderTest, OversizeRecordIsBadAndSkipped) {
 TEST(RecordReaderTest, TruncatedGzipDeliversRecordsBeforeTheDamage) {
   TempDir dir;
   std::string content;
-  for (int i = 0; i < 20000; ++i) content += "{\"i\":" + std::to_string(i) + ",\"pad\":\"xxxxxxxx\"}\n";
+  for (int i = 0; i < 20000; ++i)
+    content += "{\"i\":" + std::to_string(i) + ",\"pad\":\"xxxxxxxx\"}\n";
   std::string gz = Gzip(content);
   std::string path = dir.Write("t.jsonl.gz", gz.substr(0, gz.size() / 2));
   ReadResult r = ReadAll(path);
@@ -512,7 +607,8 @@ TEST(RecordReaderTest, HugeArrayStreamsWithBoundedMemory) {
   EXPECT_EQ((*reader)->bad_records().count, 0u);
   EXPECT_EQ((*reader)->bytes_read(), (*reader)->total_bytes());
   EXPECT_GE(bytes, 150u << 20);
-  EXPECT_LT(grown_kib, 32 * 1024) << "reading a 150 MB array grew the RSS by " << grown_kib << " KiB";
+  EXPECT_LT(grown_kib, 32 * 1024) << "reading a 150 MB array grew the RSS by " << grown_kib
+                                  << " KiB";
 }
 
 }  // namespace

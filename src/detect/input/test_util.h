@@ -1,6 +1,8 @@
 // Helpers shared by the kw_detect_input tests.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <simdjson.h>
 #include <stdlib.h>
 #include <zlib.h>
 
@@ -9,9 +11,6 @@
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <simdjson.h>
 
 #include "detect/input/record_reader.h"
 
@@ -135,7 +134,8 @@ inline void CanonicalRec(simdjson::dom::element e, std::string* out) {
 inline std::string Canonical(std::string_view json) {
   simdjson::dom::parser p;
   simdjson::dom::element e;
-  if (p.parse(json.data(), json.size(), true).get(e)) return "<invalid JSON: " + std::string(json) + ">";
+  if (p.parse(json.data(), json.size(), true).get(e))
+    return "<invalid JSON: " + std::string(json) + ">";
   std::string out;
   CanonicalRec(e, &out);
   return out;

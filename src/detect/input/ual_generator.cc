@@ -1,15 +1,15 @@
 #include "detect/input/ual_generator.h"
 
+#include <fmt/format.h>
+#include <simdjson.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
 #include <queue>
 #include <vector>
-
-#include <fmt/format.h>
-#include <simdjson.h>
-#include <zlib.h>
 
 #include "core/json.h"
 
@@ -142,47 +142,49 @@ int Weekday(int64_t unix_seconds) {
 }
 
 constexpr std::string_view kOwaAppId = "00000002-0000-0ff1-ce00-000000000000";
-constexpr std::string_view kOfficeAppId = "d3590ed6-52b3-4102-aeff-aad2292ab01c";  // Outlook desktop
+constexpr std::string_view kOfficeAppId =
+    "d3590ed6-52b3-4102-aeff-aad2292ab01c";  // Outlook desktop
 constexpr std::string_view kOutlookMobileAppId = "27922004-5251-4030-b22d-91ecd9a37ea4";
 constexpr std::string_view kOneOutlookWebAppId = "9199bf20-a13f-4107-85dc-02114787ef48";
 
 constexpr std::string_view kProxyIps[] = {
-    "51.89.156.153",  "176.31.90.129",  "137.74.181.100", "193.36.119.45",  "185.158.248.159",
-    "131.153.78.188", "37.143.130.146", "146.70.157.45",  "185.195.200.39", "185.38.142.229",
-    "146.70.121.44",  "31.42.177.181",  "185.51.134.52",  "173.44.226.70",  "45.14.227.233",
-    "185.236.231.109", "178.73.220.149", "45.14.227.212", "91.222.173.225", "146.70.35.168",
-    "146.70.157.213", "31.42.177.201",  "5.252.176.8",    "80.85.158.215",  "193.149.129.88",
-    "5.252.178.68",   "116.202.251.8",  "185.158.248.93", "20.108.240.252", "146.70.135.182",
+    "51.89.156.153",   "176.31.90.129",  "137.74.181.100", "193.36.119.45",  "185.158.248.159",
+    "131.153.78.188",  "37.143.130.146", "146.70.157.45",  "185.195.200.39", "185.38.142.229",
+    "146.70.121.44",   "31.42.177.181",  "185.51.134.52",  "173.44.226.70",  "45.14.227.233",
+    "185.236.231.109", "178.73.220.149", "45.14.227.212",  "91.222.173.225", "146.70.35.168",
+    "146.70.157.213",  "31.42.177.201",  "5.252.176.8",    "80.85.158.215",  "193.149.129.88",
+    "5.252.178.68",    "116.202.251.8",  "185.158.248.93", "20.108.240.252", "146.70.135.182",
 };
 
 constexpr std::string_view kActorClientInfo = "Client=REST;Client=RESTSystem;;";
 
 constexpr std::string_view kTenantNames[] = {
-    "contoso", "fabrikam", "northwind", "tailspin", "wingtip", "adatum", "litware",
-    "proseware", "woodgrove", "fourthcoffee", "relecloud", "alpineski",
+    "contoso", "fabrikam",  "northwind", "tailspin",     "wingtip",   "adatum",
+    "litware", "proseware", "woodgrove", "fourthcoffee", "relecloud", "alpineski",
 };
 
 constexpr std::string_view kFirstNames[] = {
-    "alex", "maria", "james", "fatima", "li", "olga", "samuel", "priya", "lukas", "emma",
-    "noah", "sofia", "daniel", "yuki", "omar", "chloe", "mateo", "hannah", "ivan", "grace",
-    "tomas", "aisha", "peter", "lena", "ravi", "julia", "marco", "nina", "kofi", "sara",
+    "alex",  "maria", "james",  "fatima", "li",   "olga",  "samuel", "priya",  "lukas", "emma",
+    "noah",  "sofia", "daniel", "yuki",   "omar", "chloe", "mateo",  "hannah", "ivan",  "grace",
+    "tomas", "aisha", "peter",  "lena",   "ravi", "julia", "marco",  "nina",   "kofi",  "sara",
 };
 constexpr std::string_view kLastNames[] = {
-    "smith", "garcia", "muller", "nguyen", "kowalski", "rossi", "dubois", "tanaka", "silva",
-    "johnson", "ivanova", "brown", "haddad", "okafor", "larsen", "novak", "schmidt", "kim",
-    "martin", "lopez", "weber", "jensen", "costa", "murphy", "fischer", "patel", "clark",
+    "smith",   "garcia",  "muller", "nguyen", "kowalski", "rossi",  "dubois",  "tanaka",  "silva",
+    "johnson", "ivanova", "brown",  "haddad", "okafor",   "larsen", "novak",   "schmidt", "kim",
+    "martin",  "lopez",   "weber",  "jensen", "costa",    "murphy", "fischer", "patel",   "clark",
 };
 
-constexpr std::string_view kFolders[] = {"\\Inbox", "\\Sent Items", "\\Archive", "\\Drafts",
-                                         "\\Inbox\\Projects", "\\Deleted Items"};
+constexpr std::string_view kFolders[] = {"\\Inbox",  "\\Sent Items",      "\\Archive",
+                                         "\\Drafts", "\\Inbox\\Projects", "\\Deleted Items"};
 constexpr int kFolderCount = 6;
 
 constexpr std::string_view kSubjectWords[] = {
-    "budget", "review", "meeting", "notes", "quarterly", "plan", "draft", "contract", "update",
-    "travel", "proposal", "agenda", "report", "invoice", "follow-up", "schedule", "design",
+    "budget", "review",   "meeting",   "notes",    "quarterly", "plan",
+    "draft",  "contract", "update",    "travel",   "proposal",  "agenda",
+    "report", "invoice",  "follow-up", "schedule", "design",
 };
 
-constexpr std::string_view kServers[] = {"DM6PR04MB6251", "BN6PR11MB1234", "AM6PR07MB5526",
+constexpr std::string_view kServers[] = {"DM6PR04MB6251", "BN6PR11MB1234",   "AM6PR07MB5526",
                                          "VI1PR08MB3417", "SN4PR0201MB3550", "PH0PR12MB5481"};
 constexpr std::string_view kRegions[] = {"namprd04", "namprd11", "eurprd07",
                                          "eurprd08", "namprd02", "namprd12"};
@@ -254,7 +256,10 @@ struct ActorSession {
 class Out {
  public:
   explicit Out(std::string* s) : s_(s) {}
-  void Begin() { s_->push_back('{'); first_ = true; }
+  void Begin() {
+    s_->push_back('{');
+    first_ = true;
+  }
   void End() { s_->push_back('}'); }
   void Key(std::string_view k) {
     if (!first_) s_->push_back(',');
@@ -303,15 +308,24 @@ std::string Ip(const std::array<uint8_t, 3>& net, int host) {
 
 std::string RecordTypeName(int record_type) {
   switch (record_type) {
-    case 1: return "ExchangeAdmin";
-    case 2: return "ExchangeItem";
-    case 3: return "ExchangeItemGroup";
-    case 6: return "SharePointFileOperation";
-    case 8: return "AzureActiveDirectory";
-    case 15: return "AzureActiveDirectoryStsLogon";
-    case 25: return "MicrosoftTeams";
-    case 50: return "ExchangeItemAggregated";
-    default: return std::to_string(record_type);
+    case 1:
+      return "ExchangeAdmin";
+    case 2:
+      return "ExchangeItem";
+    case 3:
+      return "ExchangeItemGroup";
+    case 6:
+      return "SharePointFileOperation";
+    case 8:
+      return "AzureActiveDirectory";
+    case 15:
+      return "AzureActiveDirectoryStsLogon";
+    case 25:
+      return "MicrosoftTeams";
+    case 50:
+      return "ExchangeItemAggregated";
+    default:
+      return std::to_string(record_type);
   }
 }
 
@@ -370,9 +384,9 @@ class UalGenerator::Impl {
       if (t >= static_cast<int>(std::size(kTenantNames))) base += std::to_string(t);
       tn.domain = base + ".com";
       tn.name = base + ".onmicrosoft.com";
-      tn.sid_prefix = fmt::format("S-1-5-21-{}-{}-{}", rng_.Range(1000000000, 4000000000LL),
-                                  rng_.Range(1000000000, 4000000000LL),
-                                  rng_.Range(1000000000, 4000000000LL));
+      tn.sid_prefix =
+          fmt::format("S-1-5-21-{}-{}-{}", rng_.Range(1000000000, 4000000000LL),
+                      rng_.Range(1000000000, 4000000000LL), rng_.Range(1000000000, 4000000000LL));
       for (auto& net : tn.corp_net) {
         net = {static_cast<uint8_t>(rng_.Range(20, 200)), static_cast<uint8_t>(rng_.Range(0, 255)),
                static_cast<uint8_t>(rng_.Range(0, 255))};
@@ -465,12 +479,18 @@ class UalGenerator::Impl {
     u.session_last = t;
     uint64_t r = rng_.Below(1000);
     Kind k;
-    if (r < 700) k = Kind::kMailItemsAccessed;
-    else if (r < 810) k = Kind::kSend;
-    else if (r < 890) k = Kind::kMoveToDeletedItems;
-    else if (r < 950) k = Kind::kMailboxLogin;
-    else if (r < 998) k = Kind::kUserLoggedIn;
-    else k = Kind::kNewInboxRule;
+    if (r < 700)
+      k = Kind::kMailItemsAccessed;
+    else if (r < 810)
+      k = Kind::kSend;
+    else if (r < 890)
+      k = Kind::kMoveToDeletedItems;
+    else if (r < 950)
+      k = Kind::kMailboxLogin;
+    else if (r < 998)
+      k = Kind::kUserLoggedIn;
+    else
+      k = Kind::kNewInboxRule;
     if (k == Kind::kNewInboxRule && !rng_.Chance(300)) k = Kind::kMailItemsAccessed;
     Push(t_ms, k, ui);
   }
@@ -583,8 +603,8 @@ class UalGenerator::Impl {
     return s;
   }
 
-  void Common(Out& o, const User& u, std::string_view op, int record_type, std::string_view workload,
-              bool aad, std::string_view result_status = {}) {
+  void Common(Out& o, const User& u, std::string_view op, int record_type,
+              std::string_view workload, bool aad, std::string_view result_status = {}) {
     const Tenant& tn = tenants_[u.tenant];
     o.Begin();
     o.Str("CreationTime", std::string_view(time_buf_, 19));
@@ -671,9 +691,11 @@ class UalGenerator::Impl {
           FolderItems(o, u, folder, items);
         }
         o.Int("OperationCount", sync ? 1 : items);
-        o.Raw("OperationProperties",
-              sync ? R"([{"Name":"MailAccessType","Value":"Sync"},{"Name":"IsThrottled","Value":"False"}])"
-                   : R"([{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}])");
+        o.Raw(
+            "OperationProperties",
+            sync
+                ? R"([{"Name":"MailAccessType","Value":"Sync"},{"Name":"IsThrottled","Value":"False"}])"
+                : R"([{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}])");
         o.End();
         break;
       }
@@ -692,8 +714,9 @@ class UalGenerator::Impl {
         MailboxFields(o, u, av, as.session_id);
         FolderItems(o, u, folder, items);
         o.Int("OperationCount", items);
-        o.Raw("OperationProperties",
-              R"([{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}])");
+        o.Raw(
+            "OperationProperties",
+            R"([{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}])");
         char issued[19];
         FormatTime(as.issued_at, issued);
         std::string& s = buf_;
@@ -744,7 +767,8 @@ class UalGenerator::Impl {
         json::AppendQuoted(&s, Subject());
         s += "}]";
         o.Bool("CrossMailboxOperation", false);
-        o.Raw("DestFolder", fmt::format(R"({{"Id":"{}","Path":"\\Deleted Items"}})", u.folder_ids[5]));
+        o.Raw("DestFolder",
+              fmt::format(R"({{"Id":"{}","Path":"\\Deleted Items"}})", u.folder_ids[5]));
         o.Raw("Folder", fmt::format(R"({{"Id":"{}","Path":"\\Inbox"}})", u.folder_ids[0]));
         o.End();
         break;
@@ -851,8 +875,7 @@ class UalGenerator::Impl {
   GeneratedRecord rec_;
 };
 
-UalGenerator::UalGenerator(UalGeneratorOptions options)
-    : impl_(std::make_unique<Impl>(options)) {}
+UalGenerator::UalGenerator(UalGeneratorOptions options) : impl_(std::make_unique<Impl>(options)) {}
 UalGenerator::~UalGenerator() = default;
 void UalGenerator::Generate(uint64_t max_records, uint64_t max_bytes,
                             const std::function<void(const GeneratedRecord&)>& sink) {
@@ -920,12 +943,15 @@ Status SentinelRenderer::Append(std::string_view audit_data, std::string* out) {
   simdjson::dom::object o;
   if (e.get(o)) return InvalidArgumentError("AuditData is not a JSON object");
   static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
-      {"Id", "OfficeId"},           {"Workload", "OfficeWorkload"},
-      {"ClientIPAddress", "Client_IPAddress"}, {"LogonType", "Logon_Type"},
+      {"Id", "OfficeId"},
+      {"Workload", "OfficeWorkload"},
+      {"ClientIPAddress", "Client_IPAddress"},
+      {"LogonType", "Logon_Type"},
       {"ObjectId", "OfficeObjectId"},
   };
-  out->append("{\"TenantId\":\"4b2462a4-bbee-495a-a0e1-f23ae524cc9c\",\"SourceSystem\":"
-              "\"OfficeActivityManager\"");
+  out->append(
+      "{\"TenantId\":\"4b2462a4-bbee-495a-a0e1-f23ae524cc9c\",\"SourceSystem\":"
+      "\"OfficeActivityManager\"");
   for (auto f : o) {
     std::string_view key = f.key;
     if (key == "CreationTime") {
@@ -950,10 +976,9 @@ Status SentinelRenderer::Append(std::string_view audit_data, std::string* out) {
     if (key == "RecordType" && f.value.get(n) == simdjson::SUCCESS) {
       json::AppendQuoted(out, RecordTypeName(static_cast<int>(n)));
     } else if (key == "UserType" && f.value.get(n) == simdjson::SUCCESS) {
-      static constexpr std::string_view kNames[] = {"Regular", "Reserved", "Admin",
-                                                    "DcAdmin", "System",   "Application",
-                                                    "ServicePrincipal", "CustomPolicy",
-                                                    "SystemPolicy"};
+      static constexpr std::string_view kNames[] = {
+          "Regular",     "Reserved",         "Admin",        "DcAdmin",     "System",
+          "Application", "ServicePrincipal", "CustomPolicy", "SystemPolicy"};
       json::AppendQuoted(out, n >= 0 && n < 9 ? std::string(kNames[n]) : std::to_string(n));
     } else if (key == "Logon_Type" && f.value.get(n) == simdjson::SUCCESS) {
       json::AppendQuoted(out, std::to_string(n));
@@ -988,7 +1013,8 @@ class FileWriter {
     } else {
       w->f_ = std::fopen(path.c_str(), "wb");
       if (w->f_ == nullptr) {
-        return UnavailableError(fmt::format("{}: cannot open for writing: {}", path, std::strerror(errno)));
+        return UnavailableError(
+            fmt::format("{}: cannot open for writing: {}", path, std::strerror(errno)));
       }
     }
     return w;
@@ -998,7 +1024,8 @@ class FileWriter {
   Status Write(std::string_view data) {
     if (data.empty()) return Status::Ok();
     if (gz_ != nullptr) {
-      if (gzwrite(gz_, data.data(), static_cast<unsigned>(data.size())) != static_cast<int>(data.size())) {
+      if (gzwrite(gz_, data.data(), static_cast<unsigned>(data.size())) !=
+          static_cast<int>(data.size())) {
         return UnavailableError(fmt::format("{}: write failed", path_));
       }
     } else if (std::fwrite(data.data(), 1, data.size(), f_) != data.size()) {

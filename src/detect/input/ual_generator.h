@@ -38,10 +38,10 @@ namespace kw::detect {
 
 struct UalActorOptions {
   bool enabled = false;
-  int target_mailboxes = 3;     // users of the first tenant whose mail is read
-  int start_day = 2;            // days after UalGeneratorOptions::start_unix_seconds
-  int sessions_per_day = 3;     // on weekdays, each starting between 00:00 and 09:00 UTC
-  int reads_per_session = 40;   // MailItemsAccessed Bind records per session
+  int target_mailboxes = 3;    // users of the first tenant whose mail is read
+  int start_day = 2;           // days after UalGeneratorOptions::start_unix_seconds
+  int sessions_per_day = 3;    // on weekdays, each starting between 00:00 and 09:00 UTC
+  int reads_per_session = 40;  // MailItemsAccessed Bind records per session
 };
 
 struct UalGeneratorOptions {
@@ -57,14 +57,14 @@ struct UalGeneratorOptions {
 
 // One generated record, valid during the callback.
 struct GeneratedRecord {
-  std::string_view audit_data;  // one AuditData JSON object, no newline
-  std::string_view id;          // its "Id"
+  std::string_view audit_data;     // one AuditData JSON object, no newline
+  std::string_view id;             // its "Id"
   std::string_view creation_time;  // its "CreationTime", e.g. 2023-05-15T08:01:02
-  std::string_view user_id;     // its "UserId"
-  std::string_view operation;   // its "Operation"
-  int record_type = 0;          // its "RecordType"
+  std::string_view user_id;        // its "UserId"
+  std::string_view operation;      // its "Operation"
+  int record_type = 0;             // its "RecordType"
   int64_t unix_seconds = 0;
-  bool actor = false;           // ground truth: written by the injected actor
+  bool actor = false;  // ground truth: written by the injected actor
 };
 
 class UalGenerator {
@@ -96,10 +96,10 @@ std::string RecordTypeName(int record_type);
 
 // Renderings of generated records, as the exports that hold them.
 enum class UalRendering {
-  kAuditDataLines,   // one AuditData object per line (.jsonl)
-  kAuditDataArray,   // a JSON array of AuditData objects, one per line (.json)
-  kCsv,              // Search-UnifiedAuditLog | Export-Csv (UTF-8 BOM, every field quoted)
-  kSentinel,         // Sentinel OfficeActivity rows, one per line
+  kAuditDataLines,  // one AuditData object per line (.jsonl)
+  kAuditDataArray,  // a JSON array of AuditData objects, one per line (.json)
+  kCsv,             // Search-UnifiedAuditLog | Export-Csv (UTF-8 BOM, every field quoted)
+  kSentinel,        // Sentinel OfficeActivity rows, one per line
 };
 
 // Appends the CSV header line (with BOM) / one CSV row for a record.

@@ -1,5 +1,8 @@
 #include "detect/input/ual_generator.h"
 
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
 #include <array>
 #include <fstream>
 #include <map>
@@ -7,9 +10,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <simdjson.h>
 
 #include "detect/input/record_reader.h"
 #include "detect/input/test_util.h"
@@ -106,16 +106,13 @@ TEST(UalGeneratorTest, RecordsAreRealistic) {
   std::string last_time;
   size_t i = 0, actor_records = 0;
   std::string actor_app;
-  const std::set<std::string> proxies = {"51.89.156.153", "176.31.90.129", "137.74.181.100",
-                                         "193.36.119.45", "185.158.248.159", "131.153.78.188",
-                                         "37.143.130.146", "146.70.157.45", "185.195.200.39",
-                                         "185.38.142.229", "146.70.121.44", "31.42.177.181",
-                                         "185.51.134.52", "173.44.226.70", "45.14.227.233",
-                                         "185.236.231.109", "178.73.220.149", "45.14.227.212",
-                                         "91.222.173.225", "146.70.35.168", "146.70.157.213",
-                                         "31.42.177.201", "5.252.176.8", "80.85.158.215",
-                                         "193.149.129.88", "5.252.178.68", "116.202.251.8",
-                                         "185.158.248.93", "20.108.240.252", "146.70.135.182"};
+  const std::set<std::string> proxies = {
+      "51.89.156.153",   "176.31.90.129",  "137.74.181.100", "193.36.119.45",  "185.158.248.159",
+      "131.153.78.188",  "37.143.130.146", "146.70.157.45",  "185.195.200.39", "185.38.142.229",
+      "146.70.121.44",   "31.42.177.181",  "185.51.134.52",  "173.44.226.70",  "45.14.227.233",
+      "185.236.231.109", "178.73.220.149", "45.14.227.212",  "91.222.173.225", "146.70.35.168",
+      "146.70.157.213",  "31.42.177.201",  "5.252.176.8",    "80.85.158.215",  "193.149.129.88",
+      "5.252.178.68",    "116.202.251.8",  "185.158.248.93", "20.108.240.252", "146.70.135.182"};
   while (std::getline(in, line)) {
     ASSERT_TRUE(p.Parse(line)) << line;
     EXPECT_EQ(line.find("\"\""), std::string::npos) << "empty string value in " << line;
@@ -133,10 +130,10 @@ TEST(UalGeneratorTest, RecordsAreRealistic) {
     ASSERT_EQ(p.o["RecordType"].get(rt), simdjson::SUCCESS);
     if (op == "MailItemsAccessed") {
       EXPECT_EQ(rt, 50);
-      for (const char* k : {"ClientIPAddress", "ClientInfoString", "AppId", "ClientAppId",
-                            "ExternalAccess", "LogonType", "MailboxGuid", "MailboxOwnerUPN",
-                            "SessionId", "OperationCount", "OperationProperties", "Folders",
-                            "TokenTenantId"}) {
+      for (const char* k :
+           {"ClientIPAddress", "ClientInfoString", "AppId", "ClientAppId", "ExternalAccess",
+            "LogonType", "MailboxGuid", "MailboxOwnerUPN", "SessionId", "OperationCount",
+            "OperationProperties", "Folders", "TokenTenantId"}) {
         EXPECT_TRUE(p.Has(k)) << k << " missing in " << line;
       }
       EXPECT_NE(line.find("\"MailAccessType\""), std::string::npos);
@@ -208,10 +205,12 @@ TEST(UalGeneratorTest, CsvAndSentinelRenderingsReadBackToTheSameRecords) {
   EXPECT_EQ(read[UalRendering::kCsv].format, LogFormat::kUalCsv);
   EXPECT_EQ(read[UalRendering::kSentinel].format, LogFormat::kSentinelOfficeActivity);
   const auto& want = read[UalRendering::kAuditDataLines].records;
-  for (UalRendering r : {UalRendering::kAuditDataArray, UalRendering::kCsv, UalRendering::kSentinel}) {
+  for (UalRendering r :
+       {UalRendering::kAuditDataArray, UalRendering::kCsv, UalRendering::kSentinel}) {
     const auto& got = read[r].records;
     for (size_t i = 0; i < want.size(); ++i) {
-      ASSERT_EQ(Canonical(got[i].json), Canonical(want[i].json)) << "rendering " << int(r) << " record " << i;
+      ASSERT_EQ(Canonical(got[i].json), Canonical(want[i].json))
+          << "rendering " << int(r) << " record " << i;
       EXPECT_EQ(got[i].product, "m365");
       EXPECT_EQ(got[i].service, "audit");
     }
