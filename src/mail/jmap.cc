@@ -295,13 +295,27 @@ Status Processor::Audit(audit::AuditRecord record) {
 Result<Account> Processor::Authorize(const Principal& who, std::string_view account_id,
                                      Access access) {
   Account account;
-  Status s = store_->Read([&](Txn& t) -> Status {
-    KW_ASSIGN_OR_RETURN(account, t.GetAccount(account_id));
-    return Status::Ok();
-  });
-  if (!s.ok()) {
-    if (s.code() == StatusCode::kNotFound) return NotFoundError("accountNotFound");
-    return s;
+  bool cached = false;
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = account_cache_.find(std::string(account_id));
+    if (it != account_cache_.end()) {
+      account = it->second;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    Status s = store_->Read([&](Txn& t) -> Status {
+      KW_ASSIGN_OR_RETURN(account, t.GetAccount(account_id));
+      return Status::Ok();
+    });
+    if (!s.ok()) {
+      if (s.code() == StatusCode::kNotFound) return NotFoundError("accountNotFound");
+      return s;
+    }
+    std::lock_guard lock(cache_mu_);
+    if (account_cache_.size() > 100'000) account_cache_.clear();
+    account_cache_.emplace(account.id, account);
   }
   // Another tenant's account does not exist for this caller: no hint that the id is real.
   if (who.tenant_id.empty() || account.tenant_id != who.tenant_id) {
@@ -326,12 +340,26 @@ Result<Account> Processor::Authorize(const Principal& who, std::string_view acco
 }
 
 std::string Processor::SessionState(const Principal& who) {
+  std::string key = fmt::format("{}\x1f{}\x1f{}{}{}{}", who.tenant_id, who.user_id, who.app_only,
+                                who.scope_read, who.scope_write, who.scope_send);
+  uint64_t generation = store_->accounts_generation();
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = session_state_cache_.find(key);
+    if (it != session_state_cache_.end() && it->second.first == generation) return it->second.second;
+  }
   auto accounts = AccountsFor(who);
   std::string src;
   if (accounts.ok()) {
     for (const auto& a : *accounts) src += a.id + ",";
   }
-  return HexEncode(crypto::Sha256(src)).substr(0, 16);
+  std::string state = HexEncode(crypto::Sha256(src)).substr(0, 16);
+  if (accounts.ok()) {
+    std::lock_guard lock(cache_mu_);
+    if (session_state_cache_.size() > 100'000) session_state_cache_.clear();
+    session_state_cache_[key] = {generation, state};
+  }
+  return state;
 }
 
 Result<std::vector<Account>> Processor::AccountsFor(const Principal& who) {

@@ -158,6 +158,11 @@ class Processor {
   RateLimiter* rate_limiter_;
   std::mutex inflight_mu_;
   std::unordered_map<std::string, int64_t> inflight_;
+  // Accounts never change once created: cached by id. Session states are cached per user against
+  // the store's accounts_generation().
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, Account> account_cache_;
+  std::unordered_map<std::string, std::pair<uint64_t, std::string>> session_state_cache_;
 };
 
 }  // namespace kw::mail

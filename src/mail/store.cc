@@ -1198,7 +1198,6 @@ std::unique_ptr<Txn::Conn> Store::Lease() {
 }
 
 void Store::Return(std::unique_ptr<Txn::Conn> c) {
-  for (auto& [sql, st] : c->stmts) st->Reset().IgnoreError();
   std::lock_guard lock(pool_mu_);
   if (pool_.size() < 64) pool_.push_back(std::move(c));
 }
@@ -1227,12 +1226,15 @@ Status Store::Read(const std::function<Status(Txn&)>& fn) {
   if (!conn) {
     KW_ASSIGN_OR_RETURN(conn, NewConn());
   }
-  Status s = conn->db->Exec("BEGIN");
+  Txn txn(this, conn.get(), false);
+  // BEGIN/COMMIT as cached statements: a read is on the hot path of every request.
+  Status s = txn.Stmt("BEGIN").status();
+  if (s.ok()) s = txn.Stmt("BEGIN").value()->Run();
   if (s.ok()) {
-    Txn txn(this, conn.get(), false);
     s = fn(txn);
     for (auto& [sql, st] : conn->stmts) st->Reset().IgnoreError();
-    Status c = conn->db->Exec(s.ok() ? "COMMIT" : "ROLLBACK");
+    auto end = txn.Stmt(s.ok() ? "COMMIT" : "ROLLBACK");
+    Status c = end.ok() ? end.value()->Run() : end.status();
     if (s.ok()) s = c;
   }
   Return(std::move(conn));
@@ -1286,6 +1288,7 @@ Result<Account> Store::EnsureAccount(std::string_view tenant_id, std::string_vie
     ins->Bind(1, out.id).Bind(2, out.tenant_id).Bind(3, out.owner_user_id).Bind(4, out.name)
         .Bind(5, out.email);
     KW_RETURN_IF_ERROR(ins->Run());
+    accounts_generation_.fetch_add(1);
     for (const auto& d : kDefaults) {
       Mailbox m;
       m.name = d.name;

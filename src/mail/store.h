@@ -37,6 +37,7 @@
 // mutex and run in BEGIN IMMEDIATE transactions. All public methods are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -235,6 +236,8 @@ class Store {
   Result<int64_t> Prune();
 
   const StoreOptions& options() const { return options_; }
+  // Moves whenever an account is created (callers cache account lists against it).
+  uint64_t accounts_generation() const { return accounts_generation_.load(); }
 
  private:
   friend class Txn;
@@ -247,6 +250,7 @@ class Store {
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Txn::Conn>> pool_;
   std::mutex write_mu_;
+  std::atomic<uint64_t> accounts_generation_{0};
 };
 
 // "Re: Fwd: Hello " -> "hello": the subject key threads and sorting compare.
