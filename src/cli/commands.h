@@ -17,5 +17,6 @@ void RegisterDemoCommand(CLI::App& app, int* exit_code);
 void RegisterAdminCommands(CLI::App& app, int* exit_code);
 void RegisterServeCommand(CLI::App& app, int* exit_code);
 void RegisterHuntCommands(CLI::App& app, int* exit_code);
+void RegisterAuditCommands(CLI::App& app, int* exit_code);
 
 }  // namespace kw::cli

@@ -1,6 +1,11 @@
-// keyward serve: runs the identity service (OIDC discovery, JWKS, token, introspection and
-// revocation endpoints) on the HTTP server until SIGTERM or SIGINT.
+// keyward serve: runs the identity service (OIDC discovery, JWKS, authorization, token,
+// introspection and revocation endpoints, admin key API) on the HTTP server until SIGTERM or
+// SIGINT, with every key and token event in the tamper-evident audit log (DATA_DIR/audit).
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -10,6 +15,8 @@
 
 #include "cli/commands.h"
 #include "http/server.h"
+#include "audit/audit_log.h"
+#include "identity/audit_log_sink.h"
 #include "identity/service.h"
 
 namespace kw::cli {
@@ -21,10 +28,28 @@ struct ServeFlags {
   uint16_t port = 0;
   std::string base_url;
   bool enable_password_grant = false;
+  int64_t audit_retention_days = 180;
 };
 
 int RunServe(const ServeFlags& f) {
+  if (::mkdir(f.data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::cerr << "keyward: cannot create data directory " << f.data_dir << ": "
+              << std::strerror(errno) << "\n";
+    return kExitUsage;
+  }
+  // One tamper-evident log for every service: identity's key and token events now, mail
+  // accesses beside them.
+  audit::AuditLogOptions audit_options;
+  audit_options.dir = f.data_dir + "/audit";
+  audit_options.retention_days = f.audit_retention_days;
+  auto audit_log = audit::AuditLog::Open(audit_options);
+  if (!audit_log.ok()) {
+    std::cerr << "keyward: audit log: " << audit_log.status().message() << "\n";
+    return kExitUsage;
+  }
+  std::shared_ptr<audit::AuditLog> log = std::move(*audit_log);
   identity::IdentityServiceOptions options;
+  options.audit_sink = std::make_shared<identity::AuditLogSink>(log);
   options.data_dir = f.data_dir;
   options.base_url = f.base_url;
   options.enable_password_grant = f.enable_password_grant;
@@ -75,6 +100,9 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--base-url", f->base_url, "Public base URL of issuers (default http://LISTEN:PORT)");
   cmd->add_flag("--enable-password-grant", f->enable_password_grant,
                 "Accept grant_type=password at the token endpoint");
+  cmd->add_option("--audit-retention-days", f->audit_retention_days,
+                  "Days of audit records kept (default 180; 0: forever)")
+      ->check(CLI::Range(int64_t{0}, int64_t{36500}));
   cmd->callback([=] { *exit_code = RunServe(*f); });
 }
 
