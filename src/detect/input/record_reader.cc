@@ -156,7 +156,7 @@ class RecordReader::Impl {
     // Record lengths are kept in 32 bits; no log record comes near 1 GiB.
     options_.max_record_bytes = std::clamp<size_t>(options_.max_record_bytes, 64, 1u << 30);
     options_.batch_bytes = std::max<size_t>(options_.batch_bytes, 1);
-    w_.cap = std::min(std::max<size_t>(options_.batch_bytes, 64 * 1024), kReadChunk * 4);
+    w_.cap = std::min(std::max<size_t>(options_.batch_bytes, size_t{64} << 10), kReadChunk * 4);
     w_.data.reset(new char[w_.cap + internal::Window::kWindowPadding]);
     std::memset(w_.data.get(), 0, w_.cap + internal::Window::kWindowPadding);
   }
