@@ -7,7 +7,8 @@
 //   app_mailbox(tenant, app, client_app, mailbox, first_ms)             an alert, not learning
 //   user_profile(tenant, user, first_ms, events, days, last_day, last_alert_ms, hist)
 //       hist: 168 little-endian uint32 counts, hour of week (Monday 00:00 UTC = 0)
-//   user_prefix(tenant, user, prefix, first_ms, state)   state 0 known, 1 alerted (never learned)
+//   user_prefix(tenant, user, prefix, first_ms, state)   state 0 known, 1 alerted (never learned),
+//                                                        2 probation (seen on one day, no sign-in)
 //   tenant_prefix(tenant, prefix, users)                 users with the prefix known
 //   session(sid PRIMARY KEY, tenant, last_ms, state)     M365 SessionIds: 0 signed in (or
 //                                                        learned), 1 reported without sign-in
@@ -35,6 +36,11 @@ namespace {
 
 constexpr int64_t kDayMs = 86400000;
 constexpr char kSep = '\x1f';
+
+// user_prefix.state
+constexpr int kPrefixKnown = 0;
+constexpr int kPrefixAlerted = 1;
+constexpr int kPrefixProbation = 2;
 
 std::string Join(std::initializer_list<std::string_view> parts) {
   std::string out;
@@ -735,58 +741,65 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
   UserProfile& u = users[ukey];
   if (u.events == 0) u.first_ms = v.time_ms;
   auto up = user_prefix.find(pkey);
-  bool known_prefix = up != user_prefix.end() && up->second.second == 0;
-  bool alerted_prefix = up != user_prefix.end() && up->second.second == 1;
-  auto tp = tenant_prefix.find(tpkey);
-  bool tenant_prefix_known = tp != tenant_prefix.end() && tp->second >= o.tenant_prefix_users;
-  int how = HourOfWeek(v.time_ms);
-  if (!known_prefix && !alerted_prefix && !signin && mail && !learning && !tenant_prefix_known &&
-      u.events >= o.network_min_user_events && u.days >= o.network_min_user_days &&
-      (u.last_alert_ms == INT64_MIN || v.time_ms >= u.last_alert_ms + o.network_realert_ms)) {
-    int hour = how % 24;
-    uint64_t hod = 0;  // the user's events at this hour of day (+-1 h), any day of the week
-    for (int d = 0; d < 7; ++d) {
-      for (int k = -1; k <= 1; ++k) hod += u.hist[((d * 24 + hour + k) % 168 + 168) % 168];
-    }
-    bool week_hit = false;  // any event at this hour of the week (+-1 h)
-    for (int k = -1; k <= 1; ++k) week_hit = week_hit || u.hist[(how + k + 168) % 168] > 0;
-    double frac = u.total ? static_cast<double>(hod) / static_cast<double>(u.total) : 0;
-    if (!week_hit && frac < o.unusual_hour_fraction) {
-      auto facts = BaseFacts();
-      facts.emplace_back("ClientIPAddress", std::string(v.ip));
-      facts.emplace_back("prefix", prefix);
-      size_t nprefixes = 0;
-      std::string upfx = Join({v.tenant, v.user, ""});
-      for (const auto& [k, s] : user_prefix) nprefixes += k.rfind(upfx, 0) == 0 && s.second == 0;
-      facts.emplace_back("prefixes_known_for_user", std::to_string(nprefixes));
-      facts.emplace_back("hour_of_week_utc", std::to_string(how));
-      facts.emplace_back("user_events_at_this_hour_of_day", std::to_string(hod));
-      facts.emplace_back("user_events", std::to_string(u.total));
-      if (!v.app.empty()) facts.emplace_back("AppId", std::string(v.app));
-      out->push_back({&srules.network, v.time_ms, std::move(facts), frac, v.time_ms,
-                      {std::string(json)}});
-      u.last_alert_ms = v.time_ms;
-      user_prefix[pkey] = {v.time_ms, 1};
-      d_user_prefix.insert(pkey);
-      d_users.insert(ukey);
-      return;  // the suspicious read teaches nothing
-    }
-  }
-  if (alerted_prefix) return;  // reads from a reported network never become the user's habits
-  if (!known_prefix) {
-    user_prefix[pkey] = {v.time_ms, 0};
+  int state = up == user_prefix.end() ? -1 : up->second.second;
+  if (state == kPrefixAlerted) return;  // a reported network never becomes the user's habit
+  // A prefix becomes the user's when a sign-in vouches for it, during learning, or when it is
+  // seen again on another day; until then (probation) it teaches the profile nothing.
+  bool vouched = signin || learning ||
+                 (state == kPrefixProbation && DayOf(v.time_ms) != DayOf(up->second.first));
+  if (state != kPrefixKnown && vouched) {
+    user_prefix[pkey] = {v.time_ms, kPrefixKnown};
     d_user_prefix.insert(pkey);
     ++tenant_prefix[tpkey];
     d_tenant_prefix.insert(tpkey);
+    state = kPrefixKnown;
   }
-  ++u.events;
-  int64_t day = DayOf(v.time_ms);
-  if (day != u.last_day) {
-    ++u.days;
-    u.last_day = day;
+  int how = HourOfWeek(v.time_ms);
+  if (state == kPrefixKnown) {
+    ++u.events;
+    int64_t day = DayOf(v.time_ms);
+    if (day != u.last_day) {
+      ++u.days;
+      u.last_day = day;
+    }
+    ++u.hist[how];
+    ++u.total;
+    d_users.insert(ukey);
+    return;
   }
-  ++u.hist[how];
-  ++u.total;
+  if (state == -1) {
+    user_prefix[pkey] = {v.time_ms, kPrefixProbation};
+    d_user_prefix.insert(pkey);
+  }
+  auto tp = tenant_prefix.find(tpkey);
+  bool tenant_prefix_known = tp != tenant_prefix.end() && tp->second >= o.tenant_prefix_users;
+  if (!mail || tenant_prefix_known || u.events < o.network_min_user_events ||
+      u.days < o.network_min_user_days ||
+      (u.last_alert_ms != INT64_MIN && v.time_ms < u.last_alert_ms + o.network_realert_ms)) {
+    return;
+  }
+  int hour = how % 24;
+  uint64_t hod = 0;  // the user's events at this hour of day (+-1 h), any day of the week
+  for (int d = 0; d < 7; ++d) {
+    for (int k = -1; k <= 1; ++k) hod += u.hist[((d * 24 + hour + k) % 168 + 168) % 168];
+  }
+  double frac = u.total ? static_cast<double>(hod) / static_cast<double>(u.total) : 0;
+  if (frac >= o.unusual_hour_fraction) return;
+  auto facts = BaseFacts();
+  facts.emplace_back("ClientIPAddress", std::string(v.ip));
+  facts.emplace_back("prefix", prefix);
+  size_t nprefixes = 0;
+  std::string upfx = Join({v.tenant, v.user, ""});
+  for (const auto& [k, st] : user_prefix) nprefixes += k.rfind(upfx, 0) == 0 && st.second == kPrefixKnown;
+  facts.emplace_back("prefixes_known_for_user", std::to_string(nprefixes));
+  facts.emplace_back("hour_of_week_utc", std::to_string(how));
+  facts.emplace_back("user_events_at_this_hour_of_day", std::to_string(hod));
+  facts.emplace_back("user_events", std::to_string(u.total));
+  if (!v.app.empty()) facts.emplace_back("AppId", std::string(v.app));
+  out->push_back({&srules.network, v.time_ms, std::move(facts), frac, v.time_ms, {std::string(json)}});
+  u.last_alert_ms = v.time_ms;
+  user_prefix[pkey] = {v.time_ms, kPrefixAlerted};
+  d_user_prefix.insert(pkey);
   d_users.insert(ukey);
 }
 

@@ -90,9 +90,12 @@ struct AnalyticsOptions {
   // New network at an unusual hour (per user).
   int network_min_user_events = 30;   // the user's baseline must be at least this big...
   int network_min_user_days = 2;      // ...and span this many distinct active days (UTC)
-  // The hour is unusual when the user's events at that hour of day (+-1 h, any day) are below
-  // this fraction of all the user's events AND none fell in that hour of the week (+-1 h).
+  // The hour is unusual when the user's events at that hour of day (+-1 h, any day of the week)
+  // are below this fraction of all the user's events.
   double unusual_hour_fraction = 0.02;
+  // A prefix becomes the user's (and feeds the hour profile) when a sign-in (UserLoggedIn,
+  // Keyward TokenIssued) comes from it, when it is seen during learning, or when it is seen again
+  // on another UTC day; a mail read from a prefix in that probation, at an unusual hour, alerts.
   // A prefix used by at least this many users of the tenant is the tenant's own (office, VPN).
   int tenant_prefix_users = 3;
   // At most one network alert per user per this period.
