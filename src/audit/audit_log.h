@@ -223,7 +223,7 @@ std::string ToJson(const AuditRecord& record);
 Result<AuditRecord> FromJson(std::string_view json);
 
 // The checks Append makes (InvalidArgument naming the field): operation required and at most
-// 128 bytes of [A-Za-z0-9._:-]; access_type "", "Bind" or "Sync"; result "", "Succeeded",
+// 128 bytes of [A-Za-z0-9._:/-]; access_type "", "Bind" or "Sync"; result "", "Succeeded",
 // "PartiallySucceeded" or "Failed"; every string valid UTF-8 and at most 64 KiB; at most
 // 100,000 items; time_ms and token_issued_at within years 1970..9999; detail "" or a JSON object
 // (strict: no duplicate members, depth <= 32); the whole record at most 1 MiB once encoded.

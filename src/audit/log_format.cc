@@ -111,7 +111,7 @@ void AppendTime(int64_t ms, bool with_millis, std::string* out) {
 
 bool IsOperationChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == ':' || c == '-';
+         c == '_' || c == ':' || c == '-' || c == '/';
 }
 
 Status CheckString(std::string_view field, std::string_view v) {
@@ -198,7 +198,7 @@ Status ValidateFields(const AuditRecord& r) {
   for (char c : r.operation) {
     if (!IsOperationChar(c)) {
       return InvalidArgumentError(fmt::format(
-          "audit record field 'operation' has a character outside [A-Za-z0-9._:-] ('{}')",
+          "audit record field 'operation' has a character outside [A-Za-z0-9._:/-] ('{}')",
           static_cast<unsigned>(static_cast<unsigned char>(c))));
     }
   }
