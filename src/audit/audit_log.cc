@@ -422,7 +422,15 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   }
   while (options.dir.size() > 1 && options.dir.back() == '/') options.dir.pop_back();
 
-  if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  if (::mkdir(options.dir.c_str(), 0700) == 0) {
+    if (options.fsync) {
+      size_t slash = options.dir.rfind('/');
+      std::string parent = slash == std::string::npos ? "."
+                           : slash == 0               ? "/"
+                                                      : options.dir.substr(0, slash);
+      KW_RETURN_IF_ERROR(FsyncDir(parent));
+    }
+  } else if (errno != EEXIST) {
     return ErrnoStatus("create directory", options.dir, errno);
   }
   struct stat st;
