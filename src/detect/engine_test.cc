@@ -363,6 +363,20 @@ detection:
   EXPECT_EQ(report.rejected[0].ToString().substr(0, 13), "multi.yml:11:");
 }
 
+TEST(LoadTest, DocumentMarkersAndLineNumbers) {
+  const char* yaml = "%YAML 1.2\n---\ntitle: a\nid: a\nlogsource: {product: test}\n"
+                     "detection: {s: {A: 1}, condition: s}\n...\n# trailing comment\n"
+                     "--- # second\ntitle: b\nid: b\ndetection:\n  s: {A|bad: 1}\n  condition: s\n";
+  LoadReport report;
+  auto rs = RuleSet::LoadFromStrings({{"m.yml", yaml}}, {}, &report);
+  ASSERT_TRUE(rs.ok());
+  EXPECT_EQ(rs->rule_count(), 1u);
+  EXPECT_EQ(report.documents, 2);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].line, 13) << report.rejected[0].ToString();
+  EXPECT_EQ(rs->Rules()[0]->line, 3);
+}
+
 TEST(LoadTest, MissingPathIsAnError) {
   LoadReport report;
   auto rs = RuleSet::Load({"/nonexistent/rules"}, {}, &report);
@@ -582,6 +596,8 @@ TEST(RobustnessTest, GarbageYamlNeverCrashes) {
       "title: x\ndetection: {sel: null, condition: sel}", "\xff\xfe\x00garbage",
       "title: x\ndetection: {sel: {A|re: '\\\\'}, condition: 'sel and ((((sel'}",
       "title: x\nlogsource: [1]\ndetection: {sel: {A: 1}, condition: sel}",
+      // yaml-cpp 0.7's LoadAll loops forever on these (jbeder/yaml-cpp#1040).
+      ",", " ,", " ,a", "title: x\n---\n ,\n---\n,", "%YAML 1.2\n---\n ,\n...\n",
   };
   for (const char* in : inputs) {
     LoadReport report;

@@ -155,6 +155,9 @@ struct Loader::Impl {
     YAML::Mark mark;
   };
   std::vector<PendingCorrelation> correlations;
+  // Line of the current document's first line in its file, minus one (documents are parsed one
+  // by one; yaml-cpp's marks are relative to the document).
+  int line_offset_ = 0;
   // The field and log source being compiled (for value_mappings).
   std::string current_field_;
   const LogSourceKey* current_ls_ = nullptr;
@@ -166,7 +169,7 @@ struct Loader::Impl {
     LoadIssue issue;
     issue.file = file;
     if (!mark.is_null()) {
-      issue.line = mark.line + 1;
+      issue.line = mark.line + 1 + line_offset_;
       issue.column = mark.column + 1;
     }
     issue.rule_id = id;
@@ -180,7 +183,7 @@ struct Loader::Impl {
     LoadIssue issue;
     issue.file = file;
     if (!mark.is_null()) {
-      issue.line = mark.line + 1;
+      issue.line = mark.line + 1 + line_offset_;
       issue.column = mark.column + 1;
     }
     issue.rule_id = id;
@@ -539,7 +542,7 @@ struct Loader::Impl {
     return k;
   }
 
-  static void FillInfo(const YAML::Node& doc, const std::string& file, RuleInfo* info) {
+  void FillInfo(const YAML::Node& doc, const std::string& file, RuleInfo* info) {
     info->id = Scalar(doc["id"]);
     info->name = Scalar(doc["name"]);
     info->title = Scalar(doc["title"]);
@@ -555,7 +558,7 @@ struct Loader::Impl {
     info->references = StringList(doc["references"]);
     info->falsepositives = StringList(doc["falsepositives"]);
     info->file = file;
-    info->line = doc.Mark().line + 1;
+    info->line = doc.Mark().line + 1 + line_offset_;
   }
 
   MaybeError LoadDetectionRule(const YAML::Node& doc, const std::string& file) {
@@ -656,7 +659,9 @@ struct Loader::Impl {
       }
     }
     c.generate = Truthy(corr["generate"]) || Truthy(doc["generate"]);
-    correlations.push_back({std::move(c), doc.Mark()});
+    YAML::Mark mark = doc.Mark();
+    mark.line += line_offset_;  // linking happens after all files: keep the absolute line
+    correlations.push_back({std::move(c), mark});
     return std::nullopt;
   }
 
@@ -792,19 +797,74 @@ struct Loader::Impl {
     return Status::Ok();
   }
 
+  // Splits a YAML stream into documents at "---" lines (and after "..." lines), keeping each
+  // document's first line number. yaml-cpp 0.7's LoadAll loops forever, allocating, on some
+  // malformed streams (e.g. " ,": jbeder/yaml-cpp#1040, fixed upstream by #1319), while Load of
+  // one document always returns, so documents are handed to Load one at a time.
+  static std::vector<std::pair<int, std::string_view>> SplitDocuments(std::string_view text) {
+    std::vector<std::pair<int, std::string_view>> docs;
+    size_t start = 0, pos = 0;
+    int line = 0, start_line = 0;
+    bool skipping = false;  // after "...": until the next "---"
+    auto flush = [&](size_t end) {
+      if (skipping || end <= start) return;
+      std::string_view d = text.substr(start, end - start);
+      // A chunk of only directives (%YAML before "---"), comments and blanks holds no document.
+      bool content = false;
+      for (size_t p = 0; p < d.size() && !content;) {
+        size_t e = d.find('\n', p);
+        if (e == std::string_view::npos) e = d.size();
+        std::string_view l = d.substr(p, e - p);
+        size_t f = l.find_first_not_of(" \t\r");
+        if (f != std::string_view::npos && l[f] != '#' && !(f == 0 && l[0] == '%')) content = true;
+        p = e + 1;
+      }
+      if (content) docs.push_back({start_line, d});
+    };
+    while (pos <= text.size()) {
+      size_t eol = text.find('\n', pos);
+      if (eol == std::string_view::npos) eol = text.size();
+      std::string_view l = text.substr(pos, eol - pos);
+      auto marker = [&](std::string_view m) {
+        return l.substr(0, 3) == m && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+      };
+      if (marker("---")) {
+        flush(pos);
+        skipping = false;
+        // The rest of the line (e.g. "--- # comment") stays in the new document.
+        start = pos + 3;
+        start_line = line;
+      } else if (marker("...")) {
+        flush(pos);
+        skipping = true;
+        start = eol + 1;
+        start_line = line + 1;
+      }
+      if (eol == text.size()) break;
+      pos = eol + 1;
+      ++line;
+    }
+    if (start < text.size()) flush(text.size());
+    return docs;
+  }
+
   void AddRules(std::string_view yaml, const std::string& file) {
     ++report->files;
-    std::vector<YAML::Node> docs;
-    try {
-      docs = YAML::LoadAll(std::string(yaml));
-    } catch (const YAML::Exception& ex) {
-      Reject(file, ex.mark, "", "", "YAML: " + ex.msg);
-      return;
-    } catch (const std::exception& ex) {
-      Reject(file, YAML::Mark::null_mark(), "", "", std::string("YAML: ") + ex.what());
-      return;
+    for (const auto& [first_line, text] : SplitDocuments(yaml)) {
+      line_offset_ = first_line;
+      YAML::Node doc;
+      try {
+        doc = YAML::Load(std::string(text));
+      } catch (const YAML::Exception& ex) {
+        Reject(file, ex.mark, "", "", "YAML: " + ex.msg);
+        continue;
+      } catch (const std::exception& ex) {
+        Reject(file, YAML::Mark::null_mark(), "", "", std::string("YAML: ") + ex.what());
+        continue;
+      }
+      LoadDocument(doc, file);
     }
-    for (const auto& d : docs) LoadDocument(d, file);
+    line_offset_ = 0;
   }
 
   // ---- linking ----
