@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/base64url.h"
+#include "core/log.h"
 #include "crypto/crypto.h"
 #include "http/message.h"
 #include "token/reason.h"
@@ -309,6 +310,12 @@ http::Response MailService::Api(const http::Request& req) {
   auto auth = Authenticate(req, "jmap:api");
   if (auto* r = std::get_if<http::Response>(&auth)) return std::move(*r);
   Caller& caller = std::get<Caller>(auth);
+  int64_t now = options_.clock->NowMillis();
+  int64_t last = last_prune_ms_.load();
+  if (now - last > 3'600'000 && last_prune_ms_.compare_exchange_strong(last, now)) {
+    auto pruned = store_->Prune();
+    if (!pruned.ok()) Log(LogLevel::kWarning, "mail: change log prune failed: {}", pruned.status().ToString());
+  }
   JmapResponse jr = processor_->Process(caller.who, caller.base, req.body);
   http::Response r;
   r.status = jr.status;

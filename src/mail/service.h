@@ -36,10 +36,13 @@
 // ErrorResponse JSON: 401 invalid_token, 403 forbidden, 404 not_found, 413 request_too_large,
 // 429 rate_limited (Retry-After), 503 audit_unavailable.
 //
+// History: the change log is pruned (Store::Prune) at most once an hour, from the API handler.
+//
 // Thread safety: handlers run concurrently on the server's I/O threads; every public method is
 // thread-safe. The service must outlive any server using its router.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -113,6 +116,7 @@ class MailService {
   std::unique_ptr<token::Verifier> verifier_;
   mutable std::mutex mu_;
   std::string base_url_;
+  std::atomic<int64_t> last_prune_ms_{0};
 };
 
 }  // namespace kw::mail
