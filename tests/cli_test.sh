@@ -82,10 +82,21 @@ if grep -q "\"issuer\":\"$url/$CONSUMER/v2.0\"" <<<"$discovery"; then
 else
   fail=$((fail + 1)); echo "FAIL serve discovery (url '$url')"; head -3 "$tmp/serve.err"
 fi
+jmap=$(exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+  printf 'GET /.well-known/jmap HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && cat <&3)
+case "$jmap" in
+  "HTTP/1.1 401"*invalid_token*) pass=$((pass + 1)); echo "PASS the mail service refuses a request without a token" ;;
+  *) fail=$((fail + 1)); echo "FAIL mail session without a token: $(echo "$jmap" | head -1)" ;;
+esac
 kill -TERM "$serve_pid"; wait "$serve_pid"; rc=$?
 if [ "$rc" -eq 0 ]; then pass=$((pass + 1)); echo "PASS serve stops on SIGTERM"; else fail=$((fail + 1)); echo "FAIL serve exit $rc after SIGTERM"; fi
 mode=$(stat -c %a "$tmp/svc2/master.key")
 if [ "$mode" = 600 ]; then pass=$((pass + 1)); echo "PASS serve created master.key 0600"; else fail=$((fail + 1)); echo "FAIL master.key mode $mode"; fi
+
+check "the audit log of the run verifies" 0 'intact' -- "$KW" audit verify --data-dir "$tmp/svc2"
+check "the refused mail request is in the audit log" 0 'TokenRejected' -- "$KW" audit query --data-dir "$tmp/svc2" --operation TokenRejected
+printf 'From: a@example.com\r\nTo: nobody@example.com\r\nSubject: hi\r\n\r\nbody\r\n' > "$tmp/msg.eml"
+check "mail deliver refuses an unknown recipient" 1 'no mailbox' -- sh -c "\"$KW\" mail deliver --data-dir \"$tmp/svc2\" --to nobody@example.com < \"$tmp/msg.eml\""
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

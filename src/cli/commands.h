@@ -18,5 +18,6 @@ void RegisterAdminCommands(CLI::App& app, int* exit_code);
 void RegisterServeCommand(CLI::App& app, int* exit_code);
 void RegisterHuntCommands(CLI::App& app, int* exit_code);
 void RegisterAuditCommands(CLI::App& app, int* exit_code);
+void RegisterMailCommands(CLI::App& app, int* exit_code);
 
 }  // namespace kw::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   kw::cli::RegisterServeCommand(app, &exit_code);
   kw::cli::RegisterHuntCommands(app, &exit_code);
   kw::cli::RegisterAuditCommands(app, &exit_code);
+  kw::cli::RegisterMailCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,7 +1,11 @@
 // keyward serve: runs the identity service (OIDC discovery, JWKS, authorization, token,
 // introspection and revocation endpoints, admin key API) on the HTTP server until SIGTERM or
 // SIGINT, with every key and token event in the tamper-evident audit log (DATA_DIR/audit).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -17,10 +21,48 @@
 #include "http/server.h"
 #include "audit/audit_log.h"
 #include "identity/audit_log_sink.h"
+#include "identity/master_key.h"
 #include "identity/service.h"
+#include "mail/service.h"
+#include "token/trust_store.h"
 
 namespace kw::cli {
 namespace {
+
+// A port that was free a moment ago on `address` (bound with port 0, then released).
+Result<uint16_t> PickFreePort(const std::string& address) {
+  const bool v6 = address.find(':') != std::string::npos;
+  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return UnavailableError("cannot create a socket to pick a port");
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    if (::inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) != 1) {
+      ::close(fd);
+      return InvalidArgumentError(fmt::format("--listen '{}' is not an IP literal", address));
+    }
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    if (::inet_pton(AF_INET, address.c_str(), &a->sin_addr) != 1) {
+      ::close(fd);
+      return InvalidArgumentError(fmt::format("--listen '{}' is not an IP literal", address));
+    }
+    len = sizeof(*a);
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    ::close(fd);
+    return UnavailableError(fmt::format("cannot bind {}: {}", address, std::strerror(errno)));
+  }
+  uint16_t port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  ::close(fd);
+  return port;
+}
 
 struct ServeFlags {
   std::string data_dir;
@@ -29,6 +71,8 @@ struct ServeFlags {
   std::string base_url;
   bool enable_password_grant = false;
   int64_t audit_retention_days = 180;
+  std::string mail_audience = "api://keyward-mail";
+  bool no_mail = false;
 };
 
 int RunServe(const ServeFlags& f) {
@@ -36,6 +80,14 @@ int RunServe(const ServeFlags& f) {
     std::cerr << "keyward: cannot create data directory " << f.data_dir << ": "
               << std::strerror(errno) << "\n";
     return kExitUsage;
+  }
+  // Nothing is created next to an unsafe master key (IdentityService::Open checks it again).
+  if (::access((f.data_dir + "/master.key").c_str(), F_OK) == 0) {
+    auto master = identity::MasterKey::Load(f.data_dir + "/master.key");
+    if (!master.ok()) {
+      std::cerr << "keyward: " << master.status().message() << "\n";
+      return kExitUsage;
+    }
   }
   // One tamper-evident log for every service: identity's key and token events now, mail
   // accesses beside them.
@@ -48,10 +100,24 @@ int RunServe(const ServeFlags& f) {
     return kExitUsage;
   }
   std::shared_ptr<audit::AuditLog> log = std::move(*audit_log);
+  // The issuers (and so the mail verifier's policy) are fixed at start, so the port must be known
+  // before the services open: with --port 0 and no --base-url, take a free port now.
+  uint16_t port = f.port;
+  if (port == 0 && f.base_url.empty()) {
+    auto free_port = PickFreePort(f.listen);
+    if (!free_port.ok()) {
+      std::cerr << "keyward: " << free_port.status().message() << "\n";
+      return kExitUsage;
+    }
+    port = *free_port;
+  }
+  // An IPv6 literal needs brackets in a URL.
+  std::string host = f.listen.find(':') != std::string::npos ? "[" + f.listen + "]" : f.listen;
+  const std::string base = f.base_url.empty() ? fmt::format("http://{}:{}", host, port) : f.base_url;
   identity::IdentityServiceOptions options;
+  options.base_url = base;
   options.audit_sink = std::make_shared<identity::AuditLogSink>(log);
   options.data_dir = f.data_dir;
-  options.base_url = f.base_url;
   options.enable_password_grant = f.enable_password_grant;
   auto service = identity::IdentityService::Open(options);
   if (!service.ok()) {
@@ -63,20 +129,41 @@ int RunServe(const ServeFlags& f) {
     std::cerr << "keyward: " << router.status().message() << "\n";
     return kExitUsage;
   }
+  // The mail service shares the identity service's TrustStore: a revoked key is refused by the
+  // mail verifier the moment the ring revokes it.
+  std::unique_ptr<mail::MailService> mail_service;
+  if (!f.no_mail) {
+    mail::MailServiceOptions mo;
+    mo.data_dir = f.data_dir;
+    mo.trust_store = (*service)->trust_store();
+    mo.audience = f.mail_audience;
+    mo.base_url = base;
+    mo.issuers = {identity::IssuerUrl(base, token::kTenantPlaceholder)};
+    mo.audit = log.get();
+    auto opened = mail::MailService::Open(std::move(mo));
+    if (!opened.ok()) {
+      std::cerr << "keyward: mail service: " << opened.status().message() << "\n";
+      return kExitUsage;
+    }
+    mail_service = std::move(*opened);
+    auto mail_router = mail_service->BuildRouter();
+    Status merged = mail_router.ok() ? router->Merge(*mail_router) : mail_router.status();
+    if (!merged.ok()) {
+      std::cerr << "keyward: mail service: " << merged.message() << "\n";
+      return kExitUsage;
+    }
+  }
   http::ServerOptions server_options;
   server_options.address = f.listen;
-  server_options.port = f.port;
+  server_options.port = port;
   http::Server server(server_options, std::move(*router));
   Status s = server.Start();
   if (!s.ok()) {
     std::cerr << "keyward: " << s.message() << "\n";
     return kExitUsage;
   }
-  // An IPv6 literal needs brackets in a URL.
-  std::string host = f.listen.find(':') != std::string::npos ? "[" + f.listen + "]" : f.listen;
   std::string url = fmt::format("http://{}:{}", host, server.port());
-  if (f.base_url.empty()) s = (*service)->SetBaseUrl(url);
-  if (s.ok()) s = server.StopOnSignals();
+  s = server.StopOnSignals();
   if (!s.ok()) {
     std::cerr << "keyward: " << s.message() << "\n";
     server.Stop();
@@ -93,13 +180,17 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   auto f = std::make_shared<ServeFlags>();
   const char* env = std::getenv("KEYWARD_DATA_DIR");
   f->data_dir = env && *env ? env : "keyward-data";
-  auto* cmd = app.add_subcommand("serve", "Run the identity service over HTTP until SIGTERM/SIGINT");
+  auto* cmd = app.add_subcommand(
+      "serve", "Run the identity and JMAP mail services over HTTP until SIGTERM/SIGINT");
   cmd->add_option("--data-dir", f->data_dir, "Data directory (default $KEYWARD_DATA_DIR or ./keyward-data)");
   cmd->add_option("--listen", f->listen, "Address to listen on (an IP literal; default 127.0.0.1)");
   cmd->add_option("--port", f->port, "Port (default 0: an ephemeral port, printed at start)");
   cmd->add_option("--base-url", f->base_url, "Public base URL of issuers (default http://LISTEN:PORT)");
   cmd->add_flag("--enable-password-grant", f->enable_password_grant,
                 "Accept grant_type=password at the token endpoint");
+  cmd->add_option("--mail-audience", f->mail_audience,
+                  "Audience the mail service accepts in access tokens (default api://keyward-mail)");
+  cmd->add_flag("--no-mail", f->no_mail, "Serve identity only");
   cmd->add_option("--audit-retention-days", f->audit_retention_days,
                   "Days of audit records kept (default 180; 0: forever)")
       ->check(CLI::Range(int64_t{0}, int64_t{36500}));

@@ -64,6 +64,11 @@ Result<std::vector<std::string>> DecodePath(std::string_view path) {
 
 }  // namespace
 
+Status Router::Merge(const Router& other) {
+  for (const Route& r : other.routes_) KW_RETURN_IF_ERROR(Add(r.method, r.pattern, r.handler));
+  return Status::Ok();
+}
+
 Status Router::Add(std::string_view method, std::string_view pattern, Handler handler) {
   if (method.empty() || !std::all_of(method.begin(), method.end(), IsTokenChar)) {
     return InvalidArgumentError(

@@ -56,6 +56,10 @@ class Router {
   // Never throws; see above for the error responses.
   Response Dispatch(Request* request) const;
 
+  // Adds every route of `other` (services built separately, served on one port). Stops at the
+  // first conflict (AlreadyExists naming the route); routes added before it stay.
+  Status Merge(const Router& other);
+
   size_t size() const { return routes_.size(); }
 
  private:

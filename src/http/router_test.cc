@@ -166,5 +166,23 @@ TEST(RouterDispatchTest, HandlerExceptionBecomesGeneric500) {
   EXPECT_NE(lines[0].find("GET /boom"), std::string::npos);
 }
 
+TEST(RouterTest, MergeServesBothAndRefusesConflicts) {
+  Router a, b, c;
+  ASSERT_TRUE(a.Add("GET", "/a", [](const Request&) { return JsonResponse(200, "{\"a\":1}"); }).ok());
+  ASSERT_TRUE(b.Add("GET", "/b/{x}", [](const Request&) { return JsonResponse(200, "{}"); }).ok());
+  ASSERT_TRUE(c.Add("GET", "/a", [](const Request&) { return JsonResponse(201, "{}"); }).ok());
+  ASSERT_TRUE(a.Merge(b).ok());
+  EXPECT_EQ(a.size(), 2u);
+  Request req;
+  req.method = "GET";
+  req.path = "/b/7";
+  EXPECT_EQ(a.Dispatch(&req).status, 200);
+  EXPECT_EQ(req.PathParam("x"), "7");
+  Status s = a.Merge(c);
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists);
+  req.path = "/a";
+  EXPECT_EQ(a.Dispatch(&req).body, "{\"a\":1}");
+}
+
 }  // namespace
 }  // namespace kw::http
