@@ -13,6 +13,8 @@
 //   session(sid PRIMARY KEY, tenant, last_ms, state)     M365 SessionIds: 0 signed in (or
 //                                                        learned), 1 reported without sign-in
 //   issued_token(jti PRIMARY KEY, tenant, issued_ms, state)  Keyward: 0 issued, 1 reported
+//   vouched_session(sid PRIMARY KEY, last_ms)         sessions (SessionId, or Keyward token id)
+//                                                     begun by a sign-in or on a known network
 #include "detect/analytics/analytics.h"
 
 #include <arpa/inet.h>
@@ -463,8 +465,9 @@ class StormAnalytics::Impl {
   std::unordered_map<std::string, int64_t> tenant_prefix;                // users
   std::unordered_map<std::string, Expiring> sessions;
   std::unordered_map<std::string, Expiring> tokens;
+  std::unordered_map<std::string, int64_t> vouched;  // session key -> last seen
   std::unordered_set<std::string> d_tenant, d_app_tenant, d_app_mailbox, d_users, d_user_prefix,
-      d_tenant_prefix, d_sessions, d_tokens;
+      d_tenant_prefix, d_sessions, d_tokens, d_vouched;
 
   // In-memory windows.
   struct BulkState {
@@ -534,6 +537,7 @@ Status StormAnalytics::Impl::OpenDb() {
       last_ms INTEGER NOT NULL, state INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS issued_token(jti TEXT PRIMARY KEY, tenant TEXT NOT NULL,
       issued_ms INTEGER NOT NULL, state INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS vouched_session(sid TEXT PRIMARY KEY, last_ms INTEGER NOT NULL);
     INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
   )sql"));
   auto st = db->Prepare("SELECT value FROM meta WHERE key = 'schema_version'");
@@ -601,6 +605,9 @@ Status StormAnalytics::Impl::LoadBaselines() {
                           [&](sqlite::Statement& s) {
                             tokens[s.Text(0)] = Expiring{s.Text(1), s.Int(2), static_cast<int>(s.Int(3))};
                           }));
+  KW_RETURN_IF_ERROR(each("SELECT sid, last_ms FROM vouched_session", [&](sqlite::Statement& s) {
+    vouched[s.Text(0)] = s.Int(1);
+  }));
   for (const auto& [k, e] : sessions) clock_ms = std::max(clock_ms, e.time_ms);
   for (const auto& [k, p] : users) clock_ms = std::max(clock_ms, p.last_alert_ms);
   return Status::Ok();
@@ -745,8 +752,28 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
   if (state == kPrefixAlerted) return;  // a reported network never becomes the user's habit
   // A prefix becomes the user's when a sign-in vouches for it, during learning, or when it is
   // seen again on another day; until then (probation) it teaches the profile nothing.
-  bool vouched = signin || learning ||
-                 (state == kPrefixProbation && DayOf(v.time_ms) != DayOf(up->second.first));
+  // Sessions: a SessionId (M365) or token id (Keyward) that began with a sign-in or on a known
+  // network vouches for the networks it roams to (a laptop going home keeps its session).
+  std::string skeys[2];
+  int nkeys = 0;
+  if (!v.session.empty()) skeys[nkeys++] = Join({"s", v.tenant, v.session});
+  if (!v.signin_session.empty()) skeys[nkeys++] = Join({"s", v.tenant, v.signin_session});
+  std::string_view tid = !v.token_id.empty() ? std::string_view(v.token_id) : v.detail_jti;
+  if (!tid.empty() && nkeys < 2) skeys[nkeys++] = Join({"t", tid});
+  bool session_vouched = false;
+  for (int i = 0; i < nkeys; ++i) session_vouched = session_vouched || vouched.count(skeys[i]);
+  bool vouched_now = signin || learning || session_vouched ||
+                     (state == kPrefixProbation && DayOf(v.time_ms) != DayOf(up->second.first));
+  if (state == kPrefixKnown || vouched_now) {
+    for (int i = 0; i < nkeys; ++i) {
+      auto [it, fresh] = vouched.try_emplace(skeys[i], v.time_ms);
+      if (fresh || v.time_ms > it->second + 3600000) {  // refreshed hourly, written when changed
+        it->second = v.time_ms;
+        d_vouched.insert(skeys[i]);
+      }
+    }
+  }
+  bool vouched = vouched_now;
   if (state != kPrefixKnown && vouched) {
     user_prefix[pkey] = {v.time_ms, kPrefixKnown};
     d_user_prefix.insert(pkey);
@@ -892,6 +919,10 @@ void StormAnalytics::Impl::Prune() {
       else ++it;
     }
   }
+  for (auto it = vouched.begin(); it != vouched.end();) {
+    if (it->second < cutoff) it = vouched.erase(it);
+    else ++it;
+  }
   for (auto it = bulk.begin(); it != bulk.end();) {
     if (it->second.newest < clock_ms - 2 * std::max(o.bulk_window_ms, o.bulk_realert_ms)) it = bulk.erase(it);
     else ++it;
@@ -1001,10 +1032,18 @@ Status StormAnalytics::Impl::Write() {
                                .Bind(4, static_cast<int64_t>(it->second.state));
                            return true;
                          }));
+  KW_RETURN_IF_ERROR(put(d_vouched, "INSERT OR REPLACE INTO vouched_session VALUES(?1, ?2)",
+                         [&](const std::string& k, sqlite::Statement& s) {
+                           auto it = vouched.find(k);
+                           if (it == vouched.end()) return false;
+                           s.Bind(1, k).Bind(2, it->second);
+                           return true;
+                         }));
   if (clock_ms != INT64_MIN) {
     int64_t cutoff = clock_ms - o.session_retention_ms;
     for (std::string_view sql : {"DELETE FROM session WHERE last_ms < ?1",
-                                 "DELETE FROM issued_token WHERE issued_ms < ?1"}) {
+                                 "DELETE FROM issued_token WHERE issued_ms < ?1",
+                                 "DELETE FROM vouched_session WHERE last_ms < ?1"}) {
       KW_ASSIGN_OR_RETURN(auto st, db->Prepare(sql));
       st.Bind(1, cutoff);
       KW_RETURN_IF_ERROR(st.Run());
@@ -1078,7 +1117,7 @@ Status StormAnalytics::Commit(const std::function<Status(sqlite::Db&)>& extra) {
   });
   if (!s.ok()) return s.WithContext("analytics: commit");
   for (auto* d : {&m.d_tenant, &m.d_app_tenant, &m.d_app_mailbox, &m.d_users, &m.d_user_prefix,
-                  &m.d_tenant_prefix, &m.d_sessions, &m.d_tokens}) {
+                  &m.d_tenant_prefix, &m.d_sessions, &m.d_tokens, &m.d_vouched}) {
     d->clear();
   }
   ++m.stats.commits;

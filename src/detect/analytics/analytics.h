@@ -95,7 +95,9 @@ struct AnalyticsOptions {
   double unusual_hour_fraction = 0.02;
   // A prefix becomes the user's (and feeds the hour profile) when a sign-in (UserLoggedIn,
   // Keyward TokenIssued) comes from it, when it is seen during learning, or when it is seen again
-  // on another UTC day; a mail read from a prefix in that probation, at an unusual hour, alerts.
+  // on another UTC day, or when the record's session (SessionId, Keyward token id) began with a
+  // sign-in or on a known network (roaming); a mail read from a prefix in that probation, at an
+  // unusual hour, alerts.
   // A prefix used by at least this many users of the tenant is the tenant's own (office, VPN).
   int tenant_prefix_users = 3;
   // At most one network alert per user per this period.

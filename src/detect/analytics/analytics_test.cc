@@ -433,6 +433,29 @@ std::vector<StatefulCase> StatefulCases() {
          r.push_back(Render(m));
          return r;
        }},
+      {"new_network_near_miss_session_roams", kNetwork, 0,
+       [] {
+         auto r = WorkingDays(3);
+         Mail m;  // the session signed in on day 2 moves to another network, at night
+         m.t = kMonday + 3 * kDay + 3 * kHour;
+         m.ip = "203.0.113.9";
+         m.session = "s-alice@t1.example-2";
+         r.push_back(Render(m));
+         return r;
+       }},
+      {"new_network_probation_prefix_alerts_later", kNetwork, 1,
+       [] {
+         auto r = WorkingDays(3);
+         Mail m;  // a new session from a new network at a usual hour: no alert, on probation...
+         m.t = kMonday + 3 * kDay + 11 * kHour;
+         m.ip = "198.51.100.7";
+         m.session = "s-new-1";
+         r.push_back(Render(m));
+         m.t = kMonday + 3 * kDay + 23 * kHour;  // ...so the same day at night it alerts
+         m.session = "s-new-2";
+         r.push_back(Render(m));
+         return r;
+       }},
       {"session_without_signin", kSession, 1,
        [] {
          auto r = WorkingDays(3);
@@ -567,11 +590,12 @@ TEST(AnalyticsTest, BaselinePersistsAcrossReopen) {
   Mail away = known;
   away.t = kMonday + 3 * kDay + 3 * kHour;
   away.ip = "198.51.100.7";
+  away.session = "s-away";  // a session nobody signed in to
   auto ids = Feed(*a, {Render(away), Render(known), Render(fresh)});
   EXPECT_EQ(ids.count(kFirstSeenTenant), 1u);  // the tenant's learning period is over
   EXPECT_EQ(ids.count(kNetwork), 1u);          // the user's profile came back
-  EXPECT_EQ(ids.count(kSession), 0u);          // so did the sessions
-  EXPECT_EQ(ids.size(), 2u);
+  EXPECT_EQ(ids.count(kSession), 1u);          // so did the sessions: only s-away is unknown
+  EXPECT_EQ(ids.size(), 3u);
 }
 
 TEST(AnalyticsTest, UncommittedChangesAreNotPersisted) {

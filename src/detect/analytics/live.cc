@@ -113,6 +113,7 @@ class LiveDetector::Impl {
   void ProcessBatch(std::vector<audit::AuditRecord>& batch);
   Status CommitBatch(const std::vector<Outgoing>& out, uint64_t replay_from);
   void Deliver(std::vector<Outgoing>& out);
+  void Publish();  // committed_seq = processed_seq, once the batch's alerts are delivered
   void RunWebhook();
   void Enqueue(std::string id, std::string json);
 };
@@ -226,6 +227,7 @@ void LiveDetector::Impl::RunDetector() {
   uint64_t rf = recent.empty() ? processed_seq + 1 : recent.front().first;
   Status s = CommitBatch(none, rf);
   if (!s.ok()) Log(LogLevel::kError, "detect live: final commit: {}", s.message());
+  else Publish();
 }
 
 void LiveDetector::Impl::ProcessBatch(std::vector<audit::AuditRecord>& batch) {
@@ -301,6 +303,7 @@ void LiveDetector::Impl::ProcessBatch(std::vector<audit::AuditRecord>& batch) {
     return;
   }
   Deliver(out);
+  Publish();
 }
 
 Status LiveDetector::Impl::CommitBatch(const std::vector<Outgoing>& out, uint64_t replay_from) {
@@ -348,12 +351,15 @@ Status LiveDetector::Impl::CommitBatch(const std::vector<Outgoing>& out, uint64_
     std::lock_guard l(stats_mu);
     ++stats.commits;
   }
+  return Status::Ok();
+}
+
+void LiveDetector::Impl::Publish() {
   {
     std::lock_guard l(seq_mu);
     committed = processed_seq;
   }
   seq_cv.notify_all();
-  return Status::Ok();
 }
 
 void LiveDetector::Impl::Deliver(std::vector<Outgoing>& out) {

@@ -116,8 +116,9 @@ class LiveDetector {
 
   // The newest audit sequence number whose effects are committed.
   uint64_t committed_seq() const;
-  // Blocks until committed_seq() >= seq or the timeout passes (false then). For tests and for
-  // a clean shutdown after the last append.
+  // Blocks until committed_seq() >= seq, with the alerts of those records delivered to the log
+  // and the file (and queued for the webhook), or the timeout passes (false then). For tests
+  // and for a clean shutdown after the last append.
   bool WaitForSeq(uint64_t seq, int timeout_ms) const;
 
   struct Stats {
