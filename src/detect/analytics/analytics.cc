@@ -874,7 +874,7 @@ void StormAnalytics::Impl::ExpirePending(AlertSink& sink) {
       ++it;
       continue;
     }
-    sessions[it->first] = Expiring{it->second.alert.facts.front().second, clock_ms, 1};
+    sessions[it->first] = Expiring{it->second.alert.facts.front().second, it->second.alert.time_ms, 1};
     d_sessions.insert(it->first);
     ++stats.stateful_alerts;
     Emit(it->second.alert, sink);
@@ -1101,8 +1101,12 @@ Status StormAnalytics::Process(std::string_view record_json, const LogSource& hi
 
 void StormAnalytics::Flush(AlertSink& sink) {
   Impl& m = *impl_;
+  // End of input: no sign-in can come any more for the sessions in their grace period. The
+  // event clock is restored so that retention (Commit) still counts from the newest event.
+  int64_t clock = m.clock_ms;
   m.clock_ms = INT64_MAX;
   m.ExpirePending(sink);
+  m.clock_ms = clock;
   m.bulk.clear();
   NullSink null;
   m.engine->Flush(null);

@@ -598,6 +598,22 @@ TEST(AnalyticsTest, BaselinePersistsAcrossReopen) {
   EXPECT_EQ(ids.size(), 3u);
 }
 
+TEST(AnalyticsTest, FlushThenCommitKeepsSessionsAndTokens) {
+  TempDir dir;
+  AnalyticsOptions o = TestOptions();
+  o.db_path = dir.path() + "/baseline.db";
+  {
+    auto a = MustOpen(o);
+    Feed(*a, WorkingDays(3));  // flushes
+    ASSERT_TRUE(a->Commit().ok());
+  }
+  auto a = MustOpen(o);
+  Mail m;  // a session signed in on day 2, read on day 3: known after the reopen
+  m.t = kMonday + 3 * kDay + 10 * kHour;
+  m.session = "s-alice@t1.example-2";
+  EXPECT_EQ(Feed(*a, {Render(m)}).count(kSession), 0u);
+}
+
 TEST(AnalyticsTest, UncommittedChangesAreNotPersisted) {
   TempDir dir;
   AnalyticsOptions o = TestOptions();
