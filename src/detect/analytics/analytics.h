@@ -12,6 +12,7 @@
 //     b88ec045-...  published user agents                      (expand %storm0558_user_agents%)
 //     4f3a5bdf-...  REST ClientInfoString on MailItemsAccessed  (expand %storm0558_client_info%)
 //     bd54c6c0-...  the published signing-key thumbprint       (expand %storm0558_key_thumbprints%)
+//     b305793c-...  Keyward KeyAgeWarning: a signing key trusted past its age limit
 //   Stateful (this library):
 //     8ce9d18e-...  first (AppId, ClientAppId) to read mail in a tenant
 //     a59fde64-...  a rarely used (AppId, ClientAppId) reading a mailbox it never read
