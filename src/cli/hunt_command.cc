@@ -15,6 +15,7 @@
 #include "core/file.h"
 #include "detect/engine.h"
 #include "detect/hunt/builtin_rules.h"
+#include "detect/analytics/analytics.h"
 #include "detect/hunt/hunt.h"
 #include "detect/input/ual_generator.h"
 
@@ -32,6 +33,29 @@ struct HuntFlags {
   std::string out;
   int threads = 0;
   bool quiet = false;
+  bool no_analytics = false;
+  std::string baseline_db = ":memory:";
+  std::vector<std::string> indicators;
+  int learning_days = 14;
+};
+
+// The Storm-0558 analytics as hunt's second matcher.
+class AnalyticsProcessor final : public detect::RecordProcessor {
+ public:
+  explicit AnalyticsProcessor(std::unique_ptr<detect::analytics::StormAnalytics> a)
+      : a_(std::move(a)) {}
+  Status Process(std::string_view json, const detect::LogSource& hint,
+                 detect::AlertSink& sink) override {
+    return a_->Process(json, hint, sink);
+  }
+  void Flush(detect::AlertSink& sink) override {
+    a_->Flush(sink);
+    Status s = a_->Commit();
+    if (!s.ok()) std::cerr << "keyward: saving the baselines: " << s.message() << "\n";
+  }
+
+ private:
+  std::unique_ptr<detect::analytics::StormAnalytics> a_;
 };
 
 std::string HumanBytes(double b) {
@@ -118,8 +142,32 @@ int RunHunt(const HuntFlags& f) {
     return kExitUsage;
   }
 
+  // The Storm-0558 analytics (their Sigma rules and the stateful detectors) run with the
+  // built-in set.
+  std::unique_ptr<AnalyticsProcessor> analytics;
+  if ((f.rules.empty() || f.builtin) && !f.no_analytics) {
+    detect::analytics::AnalyticsOptions ao;
+    ao.db_path = f.baseline_db;
+    ao.extra_indicator_paths = f.indicators;
+    ao.learning_days = f.learning_days;
+    detect::LoadReport areport;
+    auto a = detect::analytics::StormAnalytics::Open(ao, &areport);
+    if (!a.ok()) {
+      std::cerr << "keyward: analytics: " << a.status().message() << "\n";
+      return kExitUsage;
+    }
+    for (const auto& issue : areport.rejected) {
+      std::cerr << "  " << issue.ToString() << "\n";
+      report.rejected.push_back(issue);
+    }
+    report.rules += areport.rules;
+    report.correlations += areport.correlations;
+    analytics = std::make_unique<AnalyticsProcessor>(std::move(*a));
+  }
+
   detect::HuntOptions o;
   o.inputs = f.inputs;
+  o.extra = analytics.get();
   o.format = *format;
   o.threads = f.threads;
   const bool progress = !f.quiet && ::isatty(2);
@@ -248,6 +296,19 @@ void RegisterHuntCommands(CLI::App& app, int* exit_code) {
   hunt->add_option("--threads", f->threads, "Worker threads (default: one per core)")
       ->check(CLI::Range(0, 256));
   hunt->add_flag("--quiet", f->quiet, "No progress bar; at most 20 rejected rules listed");
+  hunt->add_flag("--no-analytics", f->no_analytics,
+                 "Without the Storm-0558 analytics (stateful detectors and their Sigma rules), "
+                 "which run with the built-in set");
+  hunt->add_option("--baselines", f->baseline_db,
+                   "SQLite file keeping the analytics' learned baselines across hunts "
+                   "(default: in memory)");
+  hunt->add_option("--indicators", f->indicators,
+                   "Extra indicators file for the analytics (format: "
+                   "src/detect/analytics/indicators.yml; repeatable)")
+      ->allow_extra_args(false);
+  hunt->add_option("--learning-days", f->learning_days,
+                   "Days per tenant that only teach the baselines (default 14)")
+      ->check(CLI::Range(0, 3650));
   hunt->callback([f, exit_code] { *exit_code = RunHunt(*f); });
 
   auto g = std::make_shared<GenFlags>();

@@ -72,6 +72,9 @@ struct ServeFlags {
   bool enable_password_grant = false;
   int64_t audit_retention_days = 180;
   std::string mail_audience = "api://keyward-mail";
+  // Handlers block on durable audit appends (an fsync each, shared by concurrent appenders
+  // through group commit) and on Argon2id at sign-in: many threads keep the cores busy.
+  int threads = 64;
   bool no_mail = false;
 };
 
@@ -156,6 +159,7 @@ int RunServe(const ServeFlags& f) {
   http::ServerOptions server_options;
   server_options.address = f.listen;
   server_options.port = port;
+  server_options.threads = f.threads;
   http::Server server(server_options, std::move(*router));
   Status s = server.Start();
   if (!s.ok()) {
@@ -191,6 +195,9 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--mail-audience", f->mail_audience,
                   "Audience the mail service accepts in access tokens (default api://keyward-mail)");
   cmd->add_flag("--no-mail", f->no_mail, "Serve identity only");
+  cmd->add_option("--threads", f->threads,
+                  "HTTP handler threads (default 64: handlers wait on fsync of audit records)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--audit-retention-days", f->audit_retention_days,
                   "Days of audit records kept (default 180; 0: forever)")
       ->check(CLI::Range(int64_t{0}, int64_t{36500}));

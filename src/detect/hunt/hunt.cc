@@ -121,7 +121,7 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
 
   HuntResult result;
   result.files = files.size();
-  const bool correlations = rules.correlation_count() > 0;
+  const bool correlations = rules.correlation_count() > 0 || options.extra != nullptr;
   int workers = options.threads > 0 ? options.threads
                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (correlations) workers = 1;
@@ -148,11 +148,16 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
         for (size_t j = 0; j < batch->size(); ++j) {
           Record r = (*batch)[j];
           LogSource hint{r.source.product, r.source.service, r.source.category};
-          if (!engine.Process(r.json, hint, sink).ok()) malformed.fetch_add(1, std::memory_order_relaxed);
+          if (!engine.Process(r.json, hint, sink).ok()) {
+            malformed.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          if (options.extra) options.extra->Process(r.json, hint, sink).IgnoreError();
         }
         events.fetch_add(batch->size(), std::memory_order_relaxed);
       }
       engine.Flush(sink);
+      if (options.extra) options.extra->Flush(sink);
     });
   }
 
@@ -276,8 +281,9 @@ std::string FormatTable(const HuntResult& r, const LoadReport& load) {
       r.alerts, r.hits.size(), r.events, r.files, static_cast<double>(r.bytes) / 1e6, r.seconds,
       Rate(static_cast<double>(r.events) / secs), static_cast<double>(r.bytes) / 1e6 / secs,
       r.workers, r.workers == 1 ? "" : "s",
-      r.single_worker_for_correlations ? " (one worker: correlation rules keep exact windows)"
-                                       : "");
+      r.single_worker_for_correlations
+          ? " (one worker: correlations and stateful analytics keep exact windows)"
+          : "");
   out += fmt::format("rules: {} detection, {} correlation, {} filter loaded; {} rejected\n",
                      load.rules, load.correlations, load.filters, load.rejected.size());
   if (r.bad_records || r.malformed_events) {

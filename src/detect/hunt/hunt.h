@@ -37,6 +37,16 @@ struct HuntProgress {
   std::string current_file;
 };
 
+// A second matcher run on every record after the RuleSet's Engine (the Storm-0558 analytics:
+// stateful detectors with baselines). Its state spans the whole input, so a hunt with one runs on
+// a single worker, in input order.
+class RecordProcessor {
+ public:
+  virtual ~RecordProcessor() = default;
+  virtual Status Process(std::string_view json, const LogSource& hint, AlertSink& sink) = 0;
+  virtual void Flush(AlertSink& sink) = 0;
+};
+
 struct HuntOptions {
   std::vector<std::string> inputs;  // files, directories, globs
   LogFormat format = LogFormat::kAuto;
@@ -47,6 +57,8 @@ struct HuntOptions {
   int progress_interval_ms = 200;
   // Keep at most this many alerts per rule in HuntResult::alerts (all are counted).
   size_t max_alerts_kept_per_rule = 1000;
+  // Optional; see RecordProcessor. Not owned; must outlive the call.
+  RecordProcessor* extra = nullptr;
 };
 
 // Per-rule totals.
@@ -65,7 +77,7 @@ struct HuntResult {
   uint64_t malformed_events = 0;        // records the engine could not parse
   uint64_t alerts = 0;
   int workers = 0;
-  bool single_worker_for_correlations = false;
+  bool single_worker_for_correlations = false;  // or for the stateful extra processor
   double seconds = 0;
   std::vector<RuleHits> hits;  // rules with at least one alert, most alerts first
   // The alerts kept (see max_alerts_kept_per_rule), each one JSON object, in arrival order.
