@@ -1713,10 +1713,9 @@ Result<Value> EmailImport(MethodEnv& env, const Value& args) {
           not_created.Add(cid, std::move(err));
           continue;
         }
-        KW_RETURN_IF_ERROR(t.Savepoint());
+        // Import checks before it writes: a refused message leaves nothing (store.h).
         auto r = t.Import(account.id, req);
         if (!r.ok()) {
-          KW_RETURN_IF_ERROR(t.RollbackToSavepoint());
           if (r.status().code() == StatusCode::kInternal) return r.status();
           not_created.Add(cid, SetError(r.status().code() == StatusCode::kInvalidArgument &&
                                                 r.status().message().find("mailbox") == std::string::npos
@@ -1725,7 +1724,6 @@ Result<Value> EmailImport(MethodEnv& env, const Value& args) {
                                         r.status().message()));
           continue;
         }
-        KW_RETURN_IF_ERROR(t.Release());
         env.created_ids[cid] = r->id;
         Value c = Obj();
         c.Add("id", r->id);

@@ -221,6 +221,22 @@ TEST_F(JmapTest, ImportQueryGetWithBackReferences) {
   // Thread/get through a "*" pointer.
   EXPECT_EQ(Args(r.as_array()[3]).Find("list")->as_array()[0].Find("emailIds")->Serialize(),
             fmt::format(R"(["{}"])", id));
+  // A blob that is not a message, a mailbox of nobody: refused, nothing written.
+  std::string empty_blob;
+  ASSERT_TRUE(store_->Write([&](Txn& t) -> Status {
+    KW_ASSIGN_OR_RETURN(empty_blob, t.PutBlob(alice_.id, ""));
+    return Status::Ok();
+  }).ok());
+  Value bad = Call(alice_p_, "Email/import", fmt::format(
+      R"({{"accountId":"{0}","emails":{{"a":{{"blobId":"{1}","mailboxIds":{{"{2}":true}}}},"b":{{"blobId":"{3}","mailboxIds":{{"F999":true}}}},"c":{{"blobId":"Bnope","mailboxIds":{{"{2}":true}}}}}}}})",
+      alice_.id, empty_blob, inbox, blob));
+  EXPECT_EQ(Args(bad).Find("notCreated")->Find("a")->Find("type")->as_string(), "invalidEmail");
+  EXPECT_EQ(Args(bad).Find("notCreated")->Find("b")->Find("type")->as_string(), "invalidProperties");
+  EXPECT_EQ(Args(bad).Find("notCreated")->Find("c")->Find("type")->as_string(), "blobNotFound");
+  EXPECT_TRUE(Args(bad).Find("created")->is_null());
+  Value after = Call(alice_p_, "Email/query", fmt::format(R"({{"accountId":"{}"}})", alice_.id));
+  EXPECT_EQ(Args(after).Find("ids")->as_array().size(), 1u);
+
   // The attachment's blob downloads; someone else's blob id is not found.
   std::string att_blob = e.Find("attachments")->as_array()[0].Find("blobId")->as_string();
   ASSERT_TRUE(store_->Read([&](Txn& t) -> Status {

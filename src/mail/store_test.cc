@@ -168,6 +168,26 @@ TEST_F(StoreTest, OtherAccountsIdsAreNotFound) {
   EXPECT_EQ(s.code(), StatusCode::kNotFound);
 }
 
+TEST_F(StoreTest, DeliverBatchIsolatesBadMessages) {
+  auto bob = store_->EnsureAccount("tenant-b", "user-bob", "bob", "bob@fabrikam.test").value();
+  auto r = store_->DeliverBatch({{alice_.id, Crlf(testing::kPlain)},
+                                 {alice_.id, ""},
+                                 {"A-nope", Crlf(testing::kPlain)},
+                                 {bob.id, Crlf(testing::kCharsets)}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 4u);
+  EXPECT_TRUE((*r)[0].ok());
+  EXPECT_EQ((*r)[1].status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)[2].status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE((*r)[3].ok());
+  std::vector<EmailRef> refs;
+  ASSERT_TRUE(store_->Read([&](Txn& t) -> Status {
+    KW_ASSIGN_OR_RETURN(refs, t.QueryEmails(bob.id, Value(), Value(), false));
+    return Status::Ok();
+  }).ok());
+  EXPECT_EQ(refs.size(), 1u);
+}
+
 TEST_F(StoreTest, RejectsUnparsable) {
   auto r = store_->Deliver(alice_.id, "");
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
