@@ -23,6 +23,7 @@
 #include "identity/audit_log_sink.h"
 #include "identity/master_key.h"
 #include "identity/service.h"
+#include "detect/analytics/live.h"
 #include "mail/service.h"
 #include "token/trust_store.h"
 
@@ -75,6 +76,9 @@ struct ServeFlags {
   // Handlers block on durable audit appends (an fsync each, shared by concurrent appenders
   // through group commit) and on Argon2id at sign-in: many threads keep the cores busy.
   int threads = 64;
+  bool no_detect = false;
+  std::string alert_webhook;
+  int learning_days = 14;
   bool no_mail = false;
 };
 
@@ -173,8 +177,26 @@ int RunServe(const ServeFlags& f) {
     server.Stop();
     return kExitUsage;
   }
+  // Live detection on the audit stream: alerts to the log, DATA_DIR/alerts.jsonl and the
+  // webhook; baselines and the last processed sequence number in DATA_DIR/detect.db.
+  std::unique_ptr<detect::analytics::LiveDetector> live;
+  if (!f.no_detect) {
+    detect::analytics::LiveOptions lo;
+    lo.analytics.db_path = f.data_dir + "/detect.db";
+    lo.analytics.learning_days = f.learning_days;
+    lo.alerts_path = f.data_dir + "/alerts.jsonl";
+    lo.webhook.url = f.alert_webhook;
+    auto started = detect::analytics::LiveDetector::Start(log.get(), lo);
+    if (!started.ok()) {
+      std::cerr << "keyward: live detection: " << started.status().message() << "\n";
+      server.Stop();
+      return kExitUsage;
+    }
+    live = std::move(*started);
+  }
   std::cout << "listening on " << url << std::endl;  // flushed: scripts wait for this line
   server.Wait();
+  if (live) live->Stop();  // before the audit log closes
   return kExitOk;
 }
 
@@ -195,6 +217,12 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--mail-audience", f->mail_audience,
                   "Audience the mail service accepts in access tokens (default api://keyward-mail)");
   cmd->add_flag("--no-mail", f->no_mail, "Serve identity only");
+  cmd->add_flag("--no-detect", f->no_detect, "Without live detection on the audit stream");
+  cmd->add_option("--alert-webhook", f->alert_webhook,
+                  "POST each alert (JSON) to this loopback http:// URL, at least once");
+  cmd->add_option("--learning-days", f->learning_days,
+                  "Days per tenant that only teach the detection baselines (default 14)")
+      ->check(CLI::Range(0, 3650));
   cmd->add_option("--threads", f->threads,
                   "HTTP handler threads (default 64: handlers wait on fsync of audit records)")
       ->check(CLI::Range(1, 1024));
