@@ -454,13 +454,17 @@ http::Response MailService::Download(const http::Request& req) {
   return r;
 }
 
+Status MailService::AddRoutes(http::Router* router) {
+  KW_RETURN_IF_ERROR(router->Add("GET", "/.well-known/jmap", [this](const http::Request& r) { return Session(r); }));
+  KW_RETURN_IF_ERROR(router->Add("POST", "/jmap/api", [this](const http::Request& r) { return Api(r); }));
+  KW_RETURN_IF_ERROR(router->Add("POST", "/jmap/upload/{accountId}", [this](const http::Request& r) { return Upload(r); }));
+  return router->Add("GET", "/jmap/download/{accountId}/{blobId}/{name}",
+                     [this](const http::Request& r) { return Download(r); });
+}
+
 Result<http::Router> MailService::BuildRouter() {
   http::Router router;
-  KW_RETURN_IF_ERROR(router.Add("GET", "/.well-known/jmap", [this](const http::Request& r) { return Session(r); }));
-  KW_RETURN_IF_ERROR(router.Add("POST", "/jmap/api", [this](const http::Request& r) { return Api(r); }));
-  KW_RETURN_IF_ERROR(router.Add("POST", "/jmap/upload/{accountId}", [this](const http::Request& r) { return Upload(r); }));
-  KW_RETURN_IF_ERROR(router.Add("GET", "/jmap/download/{accountId}/{blobId}/{name}",
-                                [this](const http::Request& r) { return Download(r); }));
+  KW_RETURN_IF_ERROR(AddRoutes(&router));
   return router;
 }
 

@@ -88,6 +88,9 @@ class MailService {
   Status SetBaseUrl(std::string base_url);
 
   Result<http::Router> BuildRouter();
+  // Adds the same routes to an existing router (e.g. the identity service's, to serve both on
+  // one port). AlreadyExists if one of them is taken.
+  Status AddRoutes(http::Router* router);
 
   Store& store() { return *store_; }
   Processor& processor() { return *processor_; }
