@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan test-interop fuzz bench clean format
+.PHONY: all setup build run test test-unit test-asan test-interop fuzz fuzz-ci bench clean format
 
 all: build
 
@@ -23,8 +23,9 @@ run: build
 	./$(BUILD)/src/cli/keyward demo
 
 # Every test: unit and integration tests (ctest), the same unit tests under ASan+UBSan,
-# the npm `jose` interoperability tests, and a short fuzzing run.
-test: build test-unit test-asan test-interop fuzz
+# the npm `jose` and `openid-client` interoperability tests, and a short fuzzing run of the
+# parsers of untrusted input (`make fuzz` runs every fuzz target, longer).
+test: build test-unit test-asan test-interop fuzz-ci
 	@echo "make test: all suites passed"
 
 test-unit: build
@@ -42,6 +43,10 @@ test-interop: build
 
 fuzz: setup
 	bash fuzz/run.sh $${FUZZ_SECONDS:-20}
+
+fuzz-ci: setup
+	bash fuzz/run.sh $${FUZZ_SECONDS:-10} token_parser_fuzz event_reader_fuzz audit_reader_fuzz \
+	  rule_loader_fuzz
 
 bench: setup
 	bash bench/run.sh
