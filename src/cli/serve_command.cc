@@ -164,6 +164,8 @@ int RunServe(const ServeFlags& f) {
   server_options.address = f.listen;
   server_options.port = port;
   server_options.threads = f.threads;
+  // JMAP uploads and requests up to the mail service's advertised maxSizeUpload.
+  server_options.max_body_bytes = 50u << 20;
   http::Server server(server_options, std::move(*router));
   Status s = server.Start();
   if (!s.ok()) {
