@@ -166,7 +166,7 @@ TEST(RouterDispatchTest, HandlerExceptionBecomesGeneric500) {
   EXPECT_NE(lines[0].find("GET /boom"), std::string::npos);
 }
 
-TEST(RouterTest, MergeServesBothAndRefusesConflicts) {
+TEST(RouterMergeTest, ServesBothAndRefusesConflicts) {
   Router a, b, c;
   ASSERT_TRUE(a.Add("GET", "/a", [](const Request&) { return JsonResponse(200, "{\"a\":1}"); }).ok());
   ASSERT_TRUE(b.Add("GET", "/b/{x}", [](const Request&) { return JsonResponse(200, "{}"); }).ok());
