@@ -27,7 +27,7 @@ cmake --build "$build" --target keyward simdjson_floor >/dev/null
 K="$build/src/cli/keyward"
 work="${WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/keyward-hunt-bench.XXXXXX")}"
 log="$work/ual.jsonl"
-[[ -f "$log" ]] || "$K" gen-logs --out "$log" --size "$size" --tenants 20 --users 500 --seed 42 --actor
+[[ -f "$log" ]] || "$K" gen-logs --out "$log" --size "$size" --tenants 4 --users 250 --seed 42 --actor
 bytes=$(stat -c %s "$log")
 events=$(wc -l <"$log")
 cores=$(nproc)
@@ -52,6 +52,9 @@ hunt=$(measure "$K" hunt --quiet --rules "$shared/testdata/sigma/rules/cloud" --
 hunt_wall=$(sed -n 's/.*MEASURE wall=\([0-9.]*\).*/\1/p' <<<"$hunt")
 hunt_rss=$(sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' <<<"$hunt")
 hunt_rc=$(sed -n 's/.*rc=\([0-9]*\).*/\1/p' <<<"$hunt")
+sigma=$(measure "$K" hunt --quiet --no-analytics --rules "$shared/testdata/sigma/rules/cloud" --builtin --output json --out "$work/alerts-sigma.json" "$log")
+sigma_wall=$(sed -n 's/.*MEASURE wall=\([0-9.]*\).*/\1/p' <<<"$sigma")
+sigma_workers=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["workers"])' "$work/alerts-sigma.json")
 workers=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["workers"])' "$work/alerts.json")
 alerts=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["alerts"])' "$work/alerts.json")
 
@@ -63,8 +66,8 @@ jq_out=$(measure jq -c "$filter" "$work/prefix.jsonl")
 jq_wall=$(sed -n 's/.*MEASURE wall=\([0-9.]*\).*/\1/p' <<<"$jq_out")
 rm -f "$work/z.db"
 # Zircolite loads records into SQLite from Python, then runs each rule as SQL.
-sq_out=$(measure python3 - "$work/prefix.jsonl" "$work/z.db" <<'PY'
-import sqlite3, sys, time
+cat >"$work/zircolite_like.py" <<'PY'
+import sqlite3, sys
 src, db = sys.argv[1], sys.argv[2]
 con = sqlite3.connect(db)
 con.execute("PRAGMA journal_mode=OFF"); con.execute("PRAGMA synchronous=OFF")
@@ -76,17 +79,20 @@ n = con.execute("""SELECT count(*) FROM logs WHERE json_extract(doc,'$.Operation
                    AND instr(json_extract(doc,'$.ClientInfoString'),'Client=REST') > 0""").fetchone()[0]
 print("matched", n)
 PY
-)
+sq_out=$(measure python3 "$work/zircolite_like.py" "$work/prefix.jsonl" "$work/z.db")
+sq_rc=$(sed -n 's/.*rc=\([0-9]*\).*/\1/p' <<<"$sq_out")
+[[ "$sq_rc" == 0 ]] || { echo "hunt_bench: the SQLite run failed: $sq_out" >&2; exit 1; }
 sq_wall=$(sed -n 's/.*MEASURE wall=\([0-9.]*\).*/\1/p' <<<"$sq_out")
 
-python3 - "$events" "$bytes" "$floor_s" "$hunt_wall" "$hunt_rss" "$workers" "$prefix_events" "$jq_wall" "$sq_wall" "$alerts" "$cores" "$hunt_rc" <<'PY'
+python3 - "$events" "$bytes" "$floor_s" "$hunt_wall" "$hunt_rss" "$workers" "$prefix_events" "$jq_wall" "$sq_wall" "$alerts" "$cores" "$hunt_rc" "$sigma_wall" "$sigma_workers" <<'PY'
 import sys
-ev, b, floor, hunt, rss, workers, pev, jq, sq, alerts, cores, rc = sys.argv[1:]
-ev, b, floor, hunt, pev, jq, sq = int(ev), int(b), float(floor), float(hunt), int(pev), float(jq), float(sq)
+ev, b, floor, hunt, rss, workers, pev, jq, sq, alerts, cores, rc, sigma, sigma_workers = sys.argv[1:]
+ev, b, floor, hunt, pev, jq, sq, sigma = int(ev), int(b), float(floor), float(hunt), int(pev), float(jq), float(sq), float(sigma)
 hunt_eps = ev / hunt
 rows = [
     ("simdjson parse (floor, 1 thread)", ev / floor, 1),
-    (f"keyward hunt ({workers} worker(s) + reader)", hunt_eps, int(workers)),
+    (f"keyward hunt, cloud rules + Storm-0558 analytics ({workers} worker + reader)", hunt_eps, int(workers)),
+    (f"keyward hunt, cloud rules + built-in Sigma only ({sigma_workers} workers + reader)", ev / sigma, int(cores)),
     ("jq, one filter (1 thread)", pev / jq, 1),
     ("SQLite JSON, Zircolite approach, one filter", pev / sq, 1),
 ]
