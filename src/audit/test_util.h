@@ -12,33 +12,17 @@
 #include <string_view>
 #include <vector>
 
+#include "core/test_util.h"
 #include "audit/audit_log.h"
 #include "audit/log_format.h"
 #include "core/file.h"
 
 namespace kw::audit::testing {
 
-class TempDir {
+// The scratch directory, with the log directory AuditLog creates inside it.
+class TempDir : public kw::test::TempDir {
  public:
-  TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "kw-audit-XXXXXX").string();
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  // The log directory inside the scratch directory (AuditLog creates it).
-  std::string LogDir() const { return path_ + "/log"; }
-  std::string File(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
+  std::string LogDir() const { return File("log"); }
 };
 
 inline AuditLogOptions TestOptions(const std::string& dir, const Clock* clock = nullptr) {

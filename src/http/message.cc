@@ -24,6 +24,15 @@ std::optional<std::string_view> Request::Header(std::string_view name) const {
   return std::string_view(it->second);
 }
 
+std::string Request::ClientIp() const {
+  std::string_view remote = remote_address;
+  if (!remote.empty() && remote.front() == '[') {
+    size_t end = remote.find(']');
+    return std::string(remote.substr(1, end == std::string_view::npos ? 0 : end - 1));
+  }
+  return std::string(remote.substr(0, remote.rfind(':')));
+}
+
 std::string_view Request::PathParam(std::string_view name) const {
   auto it = path_params.find(name);
   return it == path_params.end() ? std::string_view() : std::string_view(it->second);

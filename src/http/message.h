@@ -44,6 +44,9 @@ struct Request {
   std::string_view PathParam(std::string_view name) const;
   // Value of query parameter `name`, or nullopt.
   std::optional<std::string_view> QueryParam(std::string_view name) const;
+  // The peer's IP address: remote_address without the port (and without IPv6 brackets), as
+  // audit records want it.
+  std::string ClientIp() const;
 };
 
 struct Response {

@@ -184,5 +184,14 @@ TEST(RouterMergeTest, ServesBothAndRefusesConflicts) {
   EXPECT_EQ(a.Dispatch(&req).body, "{\"a\":1}");
 }
 
+TEST(RequestTest, ClientIpDropsThePortAndBrackets) {
+  Request r;
+  for (const auto& [remote, ip] : std::vector<std::pair<std::string, std::string>>{
+           {"127.0.0.1:40522", "127.0.0.1"}, {"[::1]:443", "::1"}, {"[2001:db8::7]:80", "2001:db8::7"}}) {
+    r.remote_address = remote;
+    EXPECT_EQ(r.ClientIp(), ip) << remote;
+  }
+}
+
 }  // namespace
 }  // namespace kw::http

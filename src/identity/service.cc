@@ -423,15 +423,6 @@ namespace {
 // The request being handled on this thread (handlers run synchronously on an I/O thread), so
 // that every audit event of a request carries its peer address and user agent.
 thread_local const http::Request* tl_request = nullptr;
-
-std::string IpOf(std::string_view remote) {
-  if (!remote.empty() && remote.front() == '[') {
-    size_t end = remote.find(']');
-    return std::string(remote.substr(1, end == std::string_view::npos ? 0 : end - 1));
-  }
-  size_t colon = remote.rfind(':');
-  return std::string(remote.substr(0, colon));
-}
 }  // namespace
 
 void IdentityService::Audit(AuditEventType type, std::string_view tenant_id, std::string_view kid,
@@ -445,7 +436,7 @@ void IdentityService::Audit(AuditEventType type, std::string_view tenant_id, std
   e.kid = std::string(kid);
   e.detail = std::move(detail);
   if (tl_request) {
-    e.client_ip = IpOf(tl_request->remote_address);
+    e.client_ip = tl_request->ClientIp();
     if (auto ua = tl_request->Header("User-Agent")) e.user_agent = std::string(ua->substr(0, 256));
   }
   audit_->Record(e);

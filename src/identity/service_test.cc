@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "http/form.h"
 #include "http/server.h"
+#include "http/test_client.h"
 #include "identity/audit_log_sink.h"
 #include "identity/test_util.h"
 #include "token/jws.h"
@@ -38,46 +39,14 @@ constexpr std::string_view kTenantB = "4a1c2f3e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
 constexpr std::string_view kAudience = "https://mail.keyward.test";
 constexpr std::string_view kPassword = "correct horse battery staple";
 
-struct HttpResult {
-  int status = 0;
-  std::string headers;  // raw header block
-  std::string body;
-};
+using test::HttpResult;
 
-// One request on a fresh connection ("Connection: close"), read to EOF. status 0 on failure.
+// test::SendHttp, with the form content type on POSTs (every POST here is a form).
 HttpResult Send(uint16_t port, std::string_view method, std::string_view target,
                 std::string_view body = {}, std::string_view extra_headers = {}) {
-  HttpResult out;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return out;
-  }
-  std::string req = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method,
-                                target);
-  if (method == "POST") {
-    req += fmt::format("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-                       body.size());
-  }
-  req += extra_headers;
-  req += "\r\n";
-  req += body;
-  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string raw;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t split = raw.find("\r\n\r\n");
-  if (raw.size() < 12 || split == std::string::npos) return out;
-  out.status = std::stoi(raw.substr(9, 3));
-  out.headers = raw.substr(0, split);
-  out.body = raw.substr(split + 4);
-  return out;
+  std::string headers(extra_headers);
+  if (method == "POST") headers = "Content-Type: application/x-www-form-urlencoded\r\n" + headers;
+  return test::SendHttp(port, method, target, body, headers);
 }
 
 std::string FormEncode(std::string_view s) {

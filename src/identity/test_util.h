@@ -11,31 +11,12 @@
 #include <string>
 #include <string_view>
 
+#include "core/test_util.h"
 #include "core/file.h"
 
 namespace kw::identity::testing {
 
-// A fresh directory under the system temp dir, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "kw-identity-XXXXXX").string();
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  std::string File(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
+using kw::test::TempDir;
 
 // Writes `data` to `path` with exactly `mode` (umask does not apply).
 inline void WriteWithMode(const std::string& path, std::string_view data, unsigned mode) {

@@ -13,15 +13,6 @@
 namespace kw::mail {
 namespace {
 
-std::string IpOf(std::string_view remote) {
-  if (!remote.empty() && remote.front() == '[') {
-    size_t end = remote.find(']');
-    return std::string(remote.substr(1, end == std::string_view::npos ? 0 : end - 1));
-  }
-  size_t colon = remote.rfind(':');
-  return std::string(remote.substr(0, colon));
-}
-
 http::Response Unauthorized(std::string_view description) {
   http::Response r = http::ErrorResponse(401, "invalid_token", description);
   r.SetHeader("WWW-Authenticate",
@@ -125,7 +116,7 @@ std::string MailService::base_url() const {
 std::variant<http::Response, MailService::Caller> MailService::Authenticate(
     const http::Request& req, std::string_view resource) {
   audit::AuditRecord base;
-  base.client_ip = IpOf(req.remote_address);
+  base.client_ip = req.ClientIp();
   if (auto ua = req.Header("User-Agent")) base.user_agent = SanitizeUtf8(ua->substr(0, 512));
   base.resource = std::string(resource);
 

@@ -12,6 +12,7 @@
 
 #include "crypto/crypto.h"
 #include "http/server.h"
+#include "http/test_client.h"
 #include "mail/test_util.h"
 #include "token/jws.h"
 
@@ -34,40 +35,11 @@ std::string IssuerOf(std::string_view tenant) {
   return fmt::format("https://login.keyward.test/{}/v2.0", tenant);
 }
 
-struct HttpResult {
-  int status = 0;
-  std::string headers, body;
-};
+using test::HttpResult;
 
 HttpResult Send(uint16_t port, std::string_view method, std::string_view target, std::string_view body,
                 std::string_view extra_headers) {
-  HttpResult out;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return out;
-  }
-  std::string req = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, target);
-  if (method == "POST") req += fmt::format("Content-Length: {}\r\n", body.size());
-  req += extra_headers;
-  req += "\r\n";
-  req += body;
-  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string raw;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t split = raw.find("\r\n\r\n");
-  if (raw.size() < 12 || split == std::string::npos) return out;
-  out.status = std::stoi(raw.substr(9, 3));
-  out.headers = raw.substr(0, split);
-  out.body = raw.substr(split + 4);
-  return out;
+  return test::SendHttp(port, method, target, body, extra_headers);
 }
 
 class MailServiceTest : public ::testing::Test {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/test_util.h"
 #include "audit/audit_log.h"
 #include <stdexcept>
 #include <string>
@@ -44,24 +45,7 @@ class RecordingAuditWriter final : public audit::AuditWriter {
   bool fail_ = false;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "kw-mail-XXXXXX").string();
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string File(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
+using kw::test::TempDir;
 
 // CRLF line endings, as on the wire.
 inline std::string Crlf(std::string_view s) {

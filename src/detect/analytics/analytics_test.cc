@@ -1,3 +1,4 @@
+#include "core/test_util.h"
 #include "detect/analytics/analytics.h"
 
 #include <unistd.h>
@@ -562,18 +563,7 @@ TEST_P(StatefulTest, Fires) {
 INSTANTIATE_TEST_SUITE_P(Storm0558, StatefulTest, ::testing::ValuesIn(StatefulCases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/kw_analytics_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using kw::test::TempDir;
 
 TEST(AnalyticsTest, BaselinePersistsAcrossReopen) {
   TempDir dir;

@@ -1,3 +1,4 @@
+#include "core/test_util.h"
 #include "detect/analytics/live.h"
 
 #include <unistd.h>
@@ -31,18 +32,7 @@ constexpr const char* kTokenNeverIssued = "4575bd83-c14f-4013-bb74-f9abdcdcaa0a"
 constexpr const char* kFirstSeenTenant = "8ce9d18e-3dbd-419e-83b7-190d0f9d4962";
 constexpr const char* kThumbprint = "bd54c6c0-ab94-431c-8e13-3dc300bd0e2c";
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/kw_live_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using kw::test::TempDir;
 
 const std::string kTenant = "11111111-2222-3333-4444-555555555555";
 const std::string kApp = "d3590ed6-52b3-4102-aeff-aad2292ab01c";

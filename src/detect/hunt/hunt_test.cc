@@ -1,13 +1,13 @@
 #include "detect/hunt/hunt.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "core/json.h"
+#include "core/test_util.h"
 #include "detect/input/ual_generator.h"
 
 namespace kw::detect {
@@ -38,10 +38,6 @@ detection:
 class HuntTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kw-hunt-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
     LoadReport report;
     auto rules = RuleSet::LoadFromStrings({{"inline.yml", kRules}}, {}, &report);
     ASSERT_TRUE(rules.ok()) << rules.status().ToString();
@@ -49,7 +45,6 @@ class HuntTest : public ::testing::Test {
     rules_ = std::make_unique<RuleSet>(std::move(*rules));
     load_ = report;
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // A generated log with an injected actor; returns its actor record count.
   uint64_t Generate(const std::string& name, UalRendering rendering) {
@@ -65,7 +60,8 @@ class HuntTest : public ::testing::Test {
     return stats.ok() ? stats->actor_records : 0;
   }
 
-  std::filesystem::path dir_;
+  kw::test::TempDir tmp_{"kw-hunt"};
+  std::filesystem::path dir_{tmp_.path()};
   std::unique_ptr<RuleSet> rules_;
   LoadReport load_;
 };

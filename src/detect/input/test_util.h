@@ -12,34 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "core/test_util.h"
 #include "detect/input/record_reader.h"
 
 namespace kw::detect::testing {
 
-// A fresh directory under $TMPDIR, removed with its contents at destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kw_input_XXXXXX").string();
-    char* d = mkdtemp(tmpl.data());
-    path_ = d != nullptr ? d : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, std::string_view content) const {
-    std::string p = path_ + "/" + name;
-    std::filesystem::create_directories(std::filesystem::path(p).parent_path());
-    std::ofstream f(p, std::ios::binary);
-    f.write(content.data(), static_cast<std::streamsize>(content.size()));
-    return p;
-  }
-
- private:
-  std::string path_;
-};
+using kw::test::TempDir;
 
 inline std::string Gzip(std::string_view data) {
   z_stream z{};
