@@ -5,11 +5,14 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 namespace kw::http {
+
+class StreamBody;  // stream.h
 
 // ASCII case-insensitive ordering, for header names. Transparent: lookups take a string_view.
 struct CaseInsensitiveLess {
@@ -58,6 +61,9 @@ struct Response {
   // that could split the header (CR, LF, NUL, non-token name) turns the response into a 500.
   Headers headers;
   std::string body;  // not sent for HEAD requests, nor with 204 and 304
+  // When set (and the status is 200), the body is sent as the producer writes it (stream.h) and
+  // `body` is ignored; the connection closes when the stream ends. HEAD gets the head only.
+  std::shared_ptr<StreamBody> stream;
 
   // Replaces every field named `name` by one with `value`.
   void SetHeader(std::string_view name, std::string value);

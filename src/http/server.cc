@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "http/form.h"
 #include "http/message.h"
+#include "http/stream.h"
 
 namespace kw::http {
 namespace {
@@ -198,6 +199,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   ~Session() {
+    if (stream_body_) stream_body_->Close();
     std::lock_guard<std::mutex> lock(shared_->mu);
     shared_->sessions.erase(id_);
     --shared_->open;
@@ -225,6 +227,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void Shutdown() {
     stopping_ = true;
     if (phase_ == Phase::kIdle) CloseNow();
+    // A stream sends what is queued, then its end (PumpStream).
+    if (phase_ == Phase::kStreaming) stream_body_->Finish();
   }
 
   void ForceClose() {
@@ -232,7 +236,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
-  enum class Phase { kIdle, kReading, kWriting, kClosing, kClosed };
+  enum class Phase { kIdle, kReading, kWriting, kStreaming, kClosing, kClosed };
 
   template <typename F>
   auto Bind(F f) {
@@ -430,27 +434,41 @@ class Session : public std::enable_shared_from_this<Session> {
     Send(std::move(response), keep_alive, req.method == "HEAD");
   }
 
+  // The head every response carries, whatever its body.
+  template <typename Message>
+  void FillHead(const Response& r, Message* m) const {
+    m->version(version_ == 10 ? 10 : 11);
+    m->result(static_cast<unsigned>(r.status));
+    for (const auto& [name, value] : r.headers) {
+      if (!IsServerOwnedField(name)) m->insert(name, value);
+    }
+    if (!r.content_type.empty()) m->set(bhttp::field::content_type, r.content_type);
+    m->set("X-Request-Id", request_id_);
+    if (m->find("X-Content-Type-Options") == m->end()) {
+      m->set("X-Content-Type-Options", "nosniff");
+    }
+    if (r.status >= 400 && m->find(bhttp::field::cache_control) == m->end()) {
+      m->set(bhttp::field::cache_control, "no-store");
+    }
+    m->set(bhttp::field::date, HttpDate(options_.clock->NowSeconds()));
+  }
+
   void Send(Response r, bool keep_alive, bool head) {
     if (std::string problem = CheckResponse(r); !problem.empty()) {
       Log(LogLevel::kError, "http response refused: {} (method={} path={} id={})", problem,
           log_method_, log_path_, request_id_);
       r = ErrorResponse(500, "server_error", "internal server error");
     }
+    if (r.stream) {
+      if (r.status == 200 && !head) {
+        SendStream(std::move(r));
+        return;
+      }
+      r.stream->Close();
+      r.stream.reset();
+    }
     response_ = {};
-    response_.version(version_ == 10 ? 10 : 11);
-    response_.result(static_cast<unsigned>(r.status));
-    for (const auto& [name, value] : r.headers) {
-      if (!IsServerOwnedField(name)) response_.insert(name, value);
-    }
-    if (!r.content_type.empty()) response_.set(bhttp::field::content_type, r.content_type);
-    response_.set("X-Request-Id", request_id_);
-    if (response_.find("X-Content-Type-Options") == response_.end()) {
-      response_.set("X-Content-Type-Options", "nosniff");
-    }
-    if (r.status >= 400 && response_.find(bhttp::field::cache_control) == response_.end()) {
-      response_.set(bhttp::field::cache_control, "no-store");
-    }
-    response_.set(bhttp::field::date, HttpDate(options_.clock->NowSeconds()));
+    FillHead(r, &response_);
     log_bytes_ = 0;
     if (r.status != 204 && r.status != 304) {
       response_.content_length(r.body.size());
@@ -516,8 +534,108 @@ class Session : public std::enable_shared_from_this<Session> {
     Drain();
   }
 
+  // ---- streamed bodies (stream.h) ----
+
+  void SendStream(Response r) {
+    stream_body_ = std::move(r.stream);
+    stream_head_ = {};
+    FillHead(r, &stream_head_);
+    if (version_ != 10) stream_head_.chunked(true);  // HTTP/1.0: the close ends the body
+    stream_head_.keep_alive(false);
+    stream_chunked_ = version_ != 10;
+    log_status_ = r.status;
+    log_bytes_ = 0;
+    phase_ = Phase::kStreaming;
+    stream_serializer_.emplace(stream_head_);
+    stream_.expires_after(options_.write_timeout);
+    bhttp::async_write_header(stream_, *stream_serializer_, Bind(&Session::OnStreamHead));
+  }
+
+  void OnStreamHead(error_code ec, size_t) {
+    if (ec) {
+      EndStream(ec);
+      return;
+    }
+    // The client sends nothing more on this connection; a read that completes means it left
+    // (or misbehaves). It runs without a deadline, beside the writes.
+    stream_.expires_never();
+    stream_.async_read_some(net::buffer(drain_buffer_), Bind(&Session::OnStreamPeerRead));
+    PumpStream();
+  }
+
+  void OnStreamPeerRead(error_code ec, size_t n) {
+    if (phase_ != Phase::kStreaming && phase_ != Phase::kClosing) return;
+    drained_ += n;
+    if (ec || drained_ > kMaxLingerBytes) {
+      if (phase_ == Phase::kStreaming) LogAccess(error_code());
+      stream_body_->Close();
+      CloseNow();
+      return;
+    }
+    stream_.async_read_some(net::buffer(drain_buffer_), Bind(&Session::OnStreamPeerRead));
+  }
+
+  void PumpStream() {
+    if (phase_ != Phase::kStreaming || stream_writing_) return;
+    std::string data;
+    std::weak_ptr<Session> weak = weak_from_this();
+    auto take = stream_body_->TakeOrWait(&data, [weak] {
+      if (auto self = weak.lock()) net::post(self->executor(), [self] { self->PumpStream(); });
+    });
+    if (take == StreamBody::Take::kWait) return;
+    if (take == StreamBody::Take::kEnd) {
+      stream_ending_ = true;
+      stream_out_ = stream_chunked_ ? "0\r\n\r\n" : "";
+    } else if (stream_chunked_) {
+      stream_out_ = fmt::format("{:x}\r\n", data.size());
+      stream_out_ += data;
+      stream_out_ += "\r\n";
+    } else {
+      stream_out_ = std::move(data);
+    }
+    log_bytes_ += data.size();
+    if (stream_out_.empty()) {
+      EndStream(error_code());
+      return;
+    }
+    stream_writing_ = true;
+    stream_.expires_after(options_.write_timeout);
+    net::async_write(stream_, net::buffer(stream_out_), Bind(&Session::OnStreamWrite));
+  }
+
+  void OnStreamWrite(error_code ec, size_t) {
+    stream_writing_ = false;
+    if (ec || stream_ending_) {
+      EndStream(ec);
+      return;
+    }
+    stream_.expires_never();
+    PumpStream();
+  }
+
+  // The body ended (or a write failed): log, release the producer, and close. The peer read
+  // still pending ends the lingering close when the client closes its side.
+  void EndStream(error_code ec) {
+    if (phase_ != Phase::kStreaming) return;
+    LogAccess(ec);
+    stream_body_->Close();
+    if (ec) {
+      CloseNow();
+      return;
+    }
+    phase_ = Phase::kClosing;
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    linger_timer_.expires_after(std::min<std::chrono::milliseconds>(kMaxLinger, options_.read_timeout));
+    linger_timer_.async_wait([self = shared_from_this()](error_code) {
+      if (self->phase_ != Phase::kClosed) self->CloseNow();
+    });
+  }
+
   void CloseNow() {
     phase_ = Phase::kClosed;
+    if (stream_body_) stream_body_->Close();
+    linger_timer_.cancel();
     stream_.close();  // cancels pending operations; their handlers see an error and end
   }
 
@@ -549,6 +667,14 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bhttp::response<bhttp::string_body> response_;
   bhttp::response<bhttp::empty_body> continue_;
+  std::shared_ptr<StreamBody> stream_body_;
+  bhttp::response<bhttp::empty_body> stream_head_;
+  std::optional<bhttp::response_serializer<bhttp::empty_body>> stream_serializer_;
+  std::string stream_out_;
+  bool stream_chunked_ = true;
+  bool stream_writing_ = false;
+  bool stream_ending_ = false;
+  net::steady_timer linger_timer_{stream_.get_executor()};
   std::array<char, 4096> drain_buffer_;
   size_t drained_ = 0;
   std::string remote_;

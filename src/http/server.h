@@ -32,6 +32,12 @@
 //     connection may sit idle between requests for idle_timeout.
 //   * Keep-alive as HTTP/1.1 defines it (HTTP/1.0 with "Connection: keep-alive"); pipelined
 //     requests are answered in order. "Expect: 100-continue" is honoured.
+//   * Streamed bodies (Response::stream, stream.h; Server-Sent Events): the head goes out at once
+//     (chunked in HTTP/1.1), then what the producer writes, as it writes it; the connection
+//     closes when the stream ends. While streaming there is no read or idle deadline (each write
+//     still has write_timeout); the client leaving, a failed write, a slow consumer over the
+//     stream's buffer or Stop() closes the stream and tells the producer (StreamBody::OnClose).
+//     The access line is written when the stream ends, with the bytes streamed.
 //   * Built-in GET /healthz -> 200 {"status":"ok"}, unless the router already has one.
 //   * Every response carries X-Request-Id (a fresh id per request, 16 hex digits, also in the
 //     request's request_id) and X-Content-Type-Options: nosniff; 4xx/5xx carry Cache-Control:

@@ -29,6 +29,7 @@
 
 #include "core/log.h"
 #include "http/form.h"
+#include "http/stream.h"
 
 namespace kw::http {
 namespace {
@@ -103,6 +104,16 @@ class Client {
     }
     return parser.release();
   }
+
+  // Waits until what has arrived (and not yet parsed by Read) contains `needle`; keeps it.
+  bool WaitFor(std::string_view needle, milliseconds timeout = milliseconds(3000)) {
+    auto deadline = SteadyClock::now() + timeout;
+    while (buf_.find(needle) == std::string::npos) {
+      if (Recv(deadline) <= 0) return buf_.find(needle) != std::string::npos;
+    }
+    return true;
+  }
+  const std::string& received() const { return buf_; }
 
   // True if the peer closes (EOF or reset) within `timeout`; data received meanwhile is dropped.
   bool WaitClosed(milliseconds timeout = milliseconds(3000)) {
@@ -226,6 +237,20 @@ class ServerTest : public ::testing::Test {
       r.headers.emplace("X-Injected", "a\r\nSet-Cookie: evil=1");
       return r;
     });
+    add("GET", "/events", [this](const Request&) {
+      auto body = std::make_shared<StreamBody>(stream_limit_);
+      body->OnClose([this] { stream_closed_.store(true); });
+      {
+        std::lock_guard lock(stream_mu_);
+        stream_ = body;
+      }
+      body->Write("event: hello\n\n");
+      Response r;
+      r.content_type = "text/event-stream";
+      r.SetHeader("Cache-Control", "no-cache");
+      r.stream = body;
+      return r;
+    });
     add("GET", "/slow", [this](const Request&) {
       slow_started_.store(true);
       std::this_thread::sleep_for(milliseconds(500));
@@ -261,7 +286,123 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
   std::atomic<bool> slow_started_{false};
   std::atomic<bool> slow_finished_{false};
+
+  std::shared_ptr<StreamBody> Stream() {
+    for (int i = 0; i < 300; ++i) {
+      {
+        std::lock_guard lock(stream_mu_);
+        if (stream_) return stream_;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return nullptr;
+  }
+  bool WaitStreamClosed() {
+    for (int i = 0; i < 300 && !stream_closed_.load(); ++i)
+      std::this_thread::sleep_for(milliseconds(10));
+    return stream_closed_.load();
+  }
+  std::mutex stream_mu_;
+  std::shared_ptr<StreamBody> stream_;  // guarded by stream_mu_
+  std::atomic<bool> stream_closed_{false};
+  size_t stream_limit_ = 1 << 20;
 };
+
+TEST_F(ServerTest, StreamedBodyIsChunkedAndEndsWhenTheProducerFinishes) {
+  StartServer();
+  Client c(port());
+  ASSERT_TRUE(c.Send(Http("GET", "/events")));
+  // The head and the first event arrive without the body being complete.
+  ASSERT_TRUE(c.WaitFor("event: hello\n\n"));
+  EXPECT_NE(c.received().find("Transfer-Encoding: chunked"), std::string::npos) << c.received();
+  EXPECT_NE(c.received().find("Content-Type: text/event-stream"), std::string::npos);
+  auto body = Stream();
+  ASSERT_TRUE(body);
+  // Events written later, from another thread, arrive as they are written.
+  std::thread producer([body] {
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(body->Write("event: n\ndata: " + std::to_string(i) + "\n\n"));
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  });
+  ASSERT_TRUE(c.WaitFor("data: 2\n\n"));
+  producer.join();
+  EXPECT_FALSE(stream_closed_.load());
+  body->Finish();
+  EXPECT_FALSE(body->Write("too late"));
+  auto r = c.Read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->result_int(), 200u);
+  EXPECT_EQ(r->body(),
+            "event: hello\n\nevent: n\ndata: 0\n\nevent: n\ndata: 1\n\nevent: n\ndata: 2\n\n");
+  EXPECT_FALSE(r->keep_alive());
+  EXPECT_TRUE(c.WaitClosed());
+  EXPECT_TRUE(stream_closed_.load());
+  EXPECT_EQ(log_->Matching("path=/events status=200").size(), 1u);
+}
+
+TEST_F(ServerTest, StreamClosesWhenTheClientLeaves) {
+  StartServer();
+  {
+    Client c(port());
+    ASSERT_TRUE(c.Send(Http("GET", "/events")));
+    ASSERT_TRUE(c.WaitFor("event: hello"));
+  }
+  EXPECT_TRUE(WaitStreamClosed());
+  auto body = Stream();
+  ASSERT_TRUE(body);
+  EXPECT_FALSE(body->Write("anyone?"));
+  for (int i = 0; i < 200 && server_->active_connections() != 0; ++i)
+    std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(server_->active_connections(), 0u);
+}
+
+TEST_F(ServerTest, StopEndsOpenStreams) {
+  StartServer();
+  Client c(port());
+  ASSERT_TRUE(c.Send(Http("GET", "/events")));
+  ASSERT_TRUE(c.WaitFor("event: hello"));
+  auto start = SteadyClock::now();
+  std::thread stopper([&] { server_->Stop(); });
+  auto r = c.Read();  // the terminating chunk arrives: a complete response
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), "event: hello\n\n");
+  c.Close();
+  stopper.join();
+  EXPECT_LT(SteadyClock::now() - start, milliseconds(2000));
+  EXPECT_TRUE(stream_closed_.load());
+}
+
+TEST_F(ServerTest, SlowStreamConsumerIsCutOff) {
+  stream_limit_ = 64 * 1024;
+  StartServer();
+  Client c(port());
+  ASSERT_TRUE(c.Send(Http("GET", "/events")));
+  ASSERT_TRUE(c.WaitFor("event: hello"));
+  auto body = Stream();
+  ASSERT_TRUE(body);
+  // The client reads nothing more: socket buffers fill, then the stream's own limit trips.
+  std::string chunk(8192, 'x');
+  bool refused = false;
+  for (int i = 0; i < 100000 && !refused; ++i) refused = !body->Write(chunk);
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(WaitStreamClosed());
+  EXPECT_TRUE(c.WaitClosed());
+}
+
+TEST_F(ServerTest, HeadOfAStreamedRouteSendsTheHeadOnly) {
+  StartServer();
+  Client c(port());
+  ASSERT_TRUE(c.Send(Http("HEAD", "/events")));
+  auto r = c.Read(/*head_request=*/true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->result_int(), 200u);
+  EXPECT_TRUE(WaitStreamClosed());
+  // The connection stays usable.
+  auto again = RoundTrip(c, Http("GET", "/healthz"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->result_int(), 200u);
+}
 
 TEST_F(ServerTest, Healthz) {
   StartServer();
