@@ -82,6 +82,7 @@ Result<std::unique_ptr<MailService>> MailService::Open(MailServiceOptions option
   so.clock = s->options_.clock;
   so.parse_limits.max_bytes = static_cast<size_t>(s->options_.limits.max_size_upload);
   KW_ASSIGN_OR_RETURN(s->store_, Store::Open(so));
+  s->push_ = std::make_unique<PushHub>(s->store_.get());
   s->limiter_ = std::make_unique<RateLimiter>(s->options_.rate_per_second, s->options_.rate_burst,
                                               s->options_.clock);
   s->processor_ = std::make_unique<Processor>(s->store_.get(), s->options_.audit, s->options_.limits,
@@ -449,8 +450,53 @@ Status MailService::AddRoutes(http::Router* router) {
   KW_RETURN_IF_ERROR(router->Add("GET", "/.well-known/jmap", [this](const http::Request& r) { return Session(r); }));
   KW_RETURN_IF_ERROR(router->Add("POST", "/jmap/api", [this](const http::Request& r) { return Api(r); }));
   KW_RETURN_IF_ERROR(router->Add("POST", "/jmap/upload/{accountId}", [this](const http::Request& r) { return Upload(r); }));
+  KW_RETURN_IF_ERROR(router->Add("GET", "/jmap/eventsource",
+                                 [this](const http::Request& r) { return EventSource(r); }));
   return router->Add("GET", "/jmap/download/{accountId}/{blobId}/{name}",
                      [this](const http::Request& r) { return Download(r); });
+}
+
+http::Response MailService::EventSource(const http::Request& req) {
+  if (base_url().empty()) return http::ErrorResponse(503, "temporarily_unavailable", "no base URL yet");
+  auto parsed = ParsePushQuery(req.query);
+  if (!parsed.ok()) return http::ErrorResponse(400, "invalid_request", parsed.status().message());
+  auto auth = Authenticate(req, "jmap:eventsource");
+  if (auto* r = std::get_if<http::Response>(&auth)) return std::move(*r);
+  Caller& caller = std::get<Caller>(auth);
+  if (!caller.who.scope_read) {
+    return http::ErrorResponse(403, "forbidden", "the token does not allow reading mail");
+  }
+  auto accounts = processor_->AccountsFor(caller.who);
+  if (!accounts.ok()) return http::ErrorResponse(500, "server_error", "the accounts could not be read");
+  PushRequest push = std::move(*parsed);
+  for (const auto& a : *accounts) push.account_ids.push_back(a.id);
+  if (auto last = req.Header("Last-Event-ID")) push.last_event_id = std::string(last->substr(0, 4096));
+
+  audit::AuditRecord rec = caller.base;
+  rec.operation = "MailboxLogin";
+  rec.result = "Succeeded";
+  rec.tenant_id = caller.who.tenant_id;
+  if (!accounts->empty()) {
+    rec.mailbox_id = accounts->front().id;
+    rec.mailbox_owner = accounts->front().name;
+  }
+  if (!processor_->Audit(std::move(rec)).ok()) return AuditUnavailable();
+
+  auto body = push_->Subscribe(std::move(push));
+  if (!body.ok()) {
+    if (body.status().code() == StatusCode::kResourceExhausted) {
+      http::Response r = http::ErrorResponse(503, "temporarily_unavailable", body.status().message());
+      r.SetHeader("Retry-After", "30");
+      return r;
+    }
+    return http::ErrorResponse(500, "server_error", "the event stream could not be opened");
+  }
+  http::Response r;
+  r.content_type = "text/event-stream";
+  r.SetHeader("Cache-Control", "no-cache, no-store");
+  r.SetHeader("X-Accel-Buffering", "no");  // proxies must not hold events back
+  r.stream = std::move(*body);
+  return r;
 }
 
 Result<http::Router> MailService::BuildRouter() {

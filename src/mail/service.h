@@ -16,7 +16,7 @@
 // Routes (every one needs "Authorization: Bearer <access token>"):
 //   GET  /.well-known/jmap                         the Session object (capabilities with limits,
 //        the accounts the token reaches, primaryAccounts, username, apiUrl, downloadUrl,
-//        uploadUrl, eventSourceUrl (advertised, not served: see docs/jmap.md), state);
+//        uploadUrl, eventSourceUrl, state);
 //        Cache-Control: no-cache, no-store. A user token without an account gets one
 //        (auto_provision) with the default mailboxes. Audit: MailboxLogin.
 //   POST /jmap/api                                  JMAP requests (jmap.h)
@@ -25,6 +25,10 @@
 //   GET  /jmap/download/{accountId}/{blobId}/{name}?type=T  the blob, as an attachment named
 //        {name}; needs read access. Audit: MailItemsAccessed/Bind listing every email holding
 //        the blob.
+//   GET  /jmap/eventsource?types=T&closeafter=C&ping=P   push (push.h): a text/event-stream of
+//        StateChange events for the accounts the token may read; Last-Event-ID catches up.
+//        400 for bad parameters, 503 beyond PushHub::kMaxStreams. Audit: MailboxLogin with
+//        resource jmap:eventsource.
 //
 // Authentication: the token is checked by a token::Verifier (with its cache) on the shared
 // TrustStore, with policy issuers = options.issuers and audiences = {options.audience}. A
@@ -53,6 +57,7 @@
 #include "core/status.h"
 #include "http/router.h"
 #include "mail/jmap.h"
+#include "mail/push.h"
 #include "mail/store.h"
 #include "token/trust_store.h"
 #include "token/verifier.h"
@@ -94,6 +99,7 @@ class MailService {
 
   Store& store() { return *store_; }
   Processor& processor() { return *processor_; }
+  PushHub& push() { return *push_; }
   const token::Verifier& verifier() const { return *verifier_; }
 
  private:
@@ -111,6 +117,7 @@ class MailService {
   http::Response Api(const http::Request& req);
   http::Response Upload(const http::Request& req);
   http::Response Download(const http::Request& req);
+  http::Response EventSource(const http::Request& req);
 
   MailServiceOptions options_;
   std::unique_ptr<Store> store_;
@@ -120,6 +127,7 @@ class MailService {
   mutable std::mutex mu_;
   std::string base_url_;
   std::atomic<int64_t> last_prune_ms_{0};
+  std::unique_ptr<PushHub> push_;  // last: stopped before the store it listens to
 };
 
 }  // namespace kw::mail

@@ -5,6 +5,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <chrono>
+#include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +44,51 @@ HttpResult Send(uint16_t port, std::string_view method, std::string_view target,
                 std::string_view extra_headers) {
   return test::SendHttp(port, method, target, body, extra_headers);
 }
+
+// An open event-source connection, read with deadlines (the response never ends by itself).
+class EventStream {
+ public:
+  EventStream(uint16_t port, std::string_view target, std::string_view headers) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
+    std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n", target, headers);
+    ::send(fd_, req.data(), req.size(), MSG_NOSIGNAL);
+  }
+  ~EventStream() { ::close(fd_); }
+  // Reads until `needle` arrived, the peer closed, or `ms` passed; returns everything so far.
+  const std::string& ReadUntil(std::string_view needle, int ms = 3000) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (text_.find(needle) == std::string::npos && !closed_) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        closed_ = true;
+        break;
+      }
+      text_.append(buf, static_cast<size_t>(n));
+    }
+    return text_;
+  }
+  bool closed() const { return closed_; }
+  size_t Count(std::string_view needle) const {
+    size_t n = 0;
+    for (size_t at = text_.find(needle); at != std::string::npos; at = text_.find(needle, at + 1)) ++n;
+    return n;
+  }
+
+ private:
+  int fd_ = -1;
+  bool closed_ = false;
+  std::string text_;
+};
 
 class MailServiceTest : public ::testing::Test {
  protected:
@@ -120,6 +168,16 @@ class MailServiceTest : public ::testing::Test {
     const Value* p = v->Find("primaryAccounts");
     const Value* id = p ? p->Find(kCapMail) : nullptr;
     return id && id->is_string() ? id->as_string() : "";
+  }
+  std::string Auth(const std::string& token) {
+    return fmt::format("Authorization: Bearer {}\r\nUser-Agent: {}\r\n", token, kStormUserAgent);
+  }
+  bool WaitStreams(size_t n) {
+    for (int i = 0; i < 300; ++i) {
+      if (service_->push().open_streams() == n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
   }
   Value Api(const std::string& token, std::string_view calls, int* status = nullptr) {
     HttpResult r = Post("/jmap/api",
@@ -335,6 +393,128 @@ TEST_F(MailServiceTest, RateLimitedMailboxGets429) {
   clock_.AdvanceSeconds(1);
   Api(AliceToken(), fmt::format(R"([["Mailbox/get",{{"accountId":"{}"}},"m"]])", alice), &status);
   EXPECT_EQ(status, 200);
+}
+
+namespace push_test {
+// The "data:" JSON of the first state event in `text`.
+Value FirstStateChange(const std::string& text) {
+  size_t at = text.find("event: state\n");
+  if (at == std::string::npos) return Value();
+  size_t data = text.find("data: ", at);
+  size_t end = text.find('\n', data);
+  if (data == std::string::npos || end == std::string::npos) return Value();
+  auto v = ParseJson(text.substr(data + 6, end - data - 6));
+  return v.ok() ? *v : Value();
+}
+std::string EventId(const std::string& text) {
+  size_t at = text.find("\nid: ");
+  if (at == std::string::npos) return "";
+  return text.substr(at + 5, text.find('\n', at + 5) - at - 5);
+}
+}  // namespace push_test
+
+TEST_F(MailServiceTest, EventSourcePushesStateChangesAndClosesAfterState) {
+  std::string alice = SessionAccount(AliceToken());
+  audit_.Clear();
+  EventStream es(server_->port(), "/jmap/eventsource?types=*&closeafter=state&ping=0", Auth(AliceToken()));
+  ASSERT_TRUE(WaitStreams(1));
+  const std::string& head = es.ReadUntil("\r\n\r\n");
+  EXPECT_NE(head.find("HTTP/1.1 200"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos);
+  EXPECT_NE(head.find("Cache-Control: no-cache"), std::string::npos);
+  ASSERT_TRUE(service_->store().Deliver(alice, Crlf(testing::kPlain)).ok());
+  const std::string& text = es.ReadUntil("0\r\n\r\n");  // the end: closeafter=state
+  Value change = push_test::FirstStateChange(text);
+  ASSERT_TRUE(change.is_object()) << text;
+  EXPECT_EQ(change.Find("@type")->as_string(), "StateChange");
+  const Value* mine = change.Find("changed")->Find(alice);
+  ASSERT_NE(mine, nullptr) << text;
+  for (const char* type : {"Email", "EmailDelivery", "Thread", "Mailbox"}) {
+    EXPECT_NE(mine->Find(type), nullptr) << type << " in " << text;
+  }
+  // The pushed Email state is the one Email/get now reports.
+  Value v = Api(AliceToken(), fmt::format(R"([["Email/get",{{"accountId":"{}","ids":[]}},"g"]])", alice));
+  EXPECT_EQ(v.Find("methodResponses")->as_array()[0].as_array()[1].Find("state")->as_string(),
+            mine->Find("Email")->as_string());
+  EXPECT_NE(push_test::EventId(text).find(alice + ":"), std::string::npos) << text;
+  es.ReadUntil("never", 2000);
+  EXPECT_TRUE(es.closed());
+  auto recs = audit_.records();
+  ASSERT_GE(recs.size(), 1u);
+  EXPECT_EQ(recs[0].operation, "MailboxLogin");
+  EXPECT_EQ(recs[0].resource, "jmap:eventsource");
+}
+
+TEST_F(MailServiceTest, EventSourceFiltersTypesAndSendsPings) {
+  std::string alice = SessionAccount(AliceToken());
+  ASSERT_TRUE(service_->store().Deliver(alice, Crlf(testing::kPlain)).ok());
+  Value q = Api(AliceToken(), fmt::format(R"([["Email/query",{{"accountId":"{}"}},"q"]])", alice));
+  std::string email = q.Find("methodResponses")->as_array()[0].as_array()[1].Find("ids")->as_array()[0].as_string();
+  std::string rw = Token("a-es", kTenantA, "alice", "mail-web", "Mail.ReadWrite");
+  EventStream es(server_->port(), "/jmap/eventsource?types=EmailDelivery&closeafter=no&ping=1", Auth(rw));
+  ASSERT_TRUE(WaitStreams(1));
+  // Marking an email read moves Email, not EmailDelivery: nothing is pushed for it.
+  Value set = Api(rw, fmt::format(R"([["Email/set",{{"accountId":"{}","update":{{"{}":{{"keywords/$seen":true}}}}}},"s"]])", alice, email));
+  ASSERT_NE(set.Find("methodResponses")->as_array()[0].as_array()[1].Find("updated"), nullptr) << set.Serialize();
+  const std::string& pinged = es.ReadUntil("event: ping", 2500);
+  EXPECT_NE(pinged.find("data: {\"interval\":1}"), std::string::npos) << pinged;
+  EXPECT_EQ(pinged.find("event: state"), std::string::npos) << pinged;
+  // A delivery moves EmailDelivery: pushed, and only that type.
+  ASSERT_TRUE(service_->store().Deliver(alice, Crlf(testing::kReply)).ok());
+  const std::string& text = es.ReadUntil("event: state");
+  Value change = push_test::FirstStateChange(text);
+  ASSERT_TRUE(change.is_object()) << text;
+  const Value* mine = change.Find("changed")->Find(alice);
+  ASSERT_NE(mine, nullptr);
+  EXPECT_EQ(mine->as_object().size(), 1u) << text;
+  EXPECT_NE(mine->Find("EmailDelivery"), nullptr);
+  EXPECT_FALSE(es.closed());
+}
+
+TEST_F(MailServiceTest, EventSourceIsolatesTenantsAndCatchesUpWithLastEventId) {
+  std::string alice = SessionAccount(AliceToken());
+  SessionAccount(BobToken());
+  EventStream bob(server_->port(), "/jmap/eventsource?types=*&closeafter=state&ping=0", Auth(BobToken()));
+  std::string id;
+  {
+    EventStream es(server_->port(), "/jmap/eventsource?types=*&closeafter=state&ping=0", Auth(AliceToken()));
+    ASSERT_TRUE(WaitStreams(2));
+    ASSERT_TRUE(service_->store().Deliver(alice, Crlf(testing::kPlain)).ok());
+    id = push_test::EventId(es.ReadUntil("0\r\n\r\n"));
+    ASSERT_FALSE(id.empty());
+  }
+  // Bob's stream saw nothing of Alice's mail.
+  EXPECT_EQ(bob.ReadUntil("event: state", 500).find("event: state"), std::string::npos);
+  // Up to date: reconnecting with the last id pushes nothing at once.
+  {
+    EventStream es(server_->port(), "/jmap/eventsource?types=*&closeafter=state&ping=0",
+                   Auth(AliceToken()) + fmt::format("Last-Event-ID: {}\r\n", id));
+    EXPECT_EQ(es.ReadUntil("event: state", 500).find("event: state"), std::string::npos);
+  }
+  // Mail arrives while the client is away: it learns at once on reconnecting.
+  ASSERT_TRUE(service_->store().Deliver(alice, Crlf(testing::kReply)).ok());
+  EventStream back(server_->port(), "/jmap/eventsource?types=Email&closeafter=state&ping=0",
+                   Auth(AliceToken()) + fmt::format("Last-Event-ID: {}\r\n", id));
+  Value change = push_test::FirstStateChange(back.ReadUntil("0\r\n\r\n"));
+  ASSERT_TRUE(change.is_object());
+  EXPECT_NE(change.Find("changed")->Find(alice)->Find("Email"), nullptr);
+}
+
+TEST_F(MailServiceTest, EventSourceRefusesBadParametersAndTokens) {
+  for (std::string_view target : {"/jmap/eventsource?types=Email,&closeafter=no&ping=0",
+                                  "/jmap/eventsource?types=*&closeafter=maybe&ping=0",
+                                  "/jmap/eventsource?types=*&closeafter=no&ping=-1"}) {
+    EXPECT_EQ(Get(target, AliceToken()).status, 400) << target;
+  }
+  audit_.Clear();
+  std::string forged = Token("consumer-1", kTenantA, "alice");
+  HttpResult r = Get("/jmap/eventsource?types=*&closeafter=no&ping=0", forged);
+  EXPECT_EQ(r.status, 401);
+  auto recs = audit_.records();
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0].operation, "TokenRejected");
+  EXPECT_EQ(recs[0].reason, "key_issuer_mismatch");
+  EXPECT_EQ(service_->push().open_streams(), 0u);
 }
 
 }  // namespace

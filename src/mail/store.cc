@@ -317,6 +317,7 @@ Status Txn::RecordChange(std::string_view account_id, std::string_view type, std
   if (!row) return NotFoundError(fmt::format("no account '{}'", account_id));
   int64_t modseq = bump->Int(0);
   KW_RETURN_IF_ERROR(bump->Reset());
+  changed_accounts_.emplace(account_id);
   KW_ASSIGN_OR_RETURN(auto* ins, Stmt("INSERT INTO changes (account_id, type, modseq, object_id, op, "
                                       "time_ms) VALUES (?, ?, ?, ?, ?, ?)"));
   ins->Bind(1, account_id).Bind(2, type).Bind(3, modseq).Bind(4, id)
@@ -333,6 +334,43 @@ Result<std::string> Txn::State(std::string_view account_id, std::string_view typ
   s->Bind(1, account_id).Bind(2, type);
   KW_ASSIGN_OR_RETURN(bool row, s->Step());
   return std::to_string(row ? s->Int(0) : 0);
+}
+
+Result<Txn::PushState> Txn::PushStates(std::string_view account_id) {
+  PushState out;
+  for (const char* type : {"Mailbox", "Email", "Thread", "EmailSubmission"}) out.types[type] = "0";
+  KW_ASSIGN_OR_RETURN(auto* s, Stmt("SELECT type, modseq FROM states WHERE account_id = ?"));
+  s->Bind(1, account_id);
+  while (true) {
+    KW_ASSIGN_OR_RETURN(bool row, s->Step());
+    if (!row) break;
+    out.types[s->Text(0)] = std::to_string(s->Int(1));
+  }
+  KW_RETURN_IF_ERROR(s->Reset());
+  // EmailDelivery: the newest creation still in the log, else the Email floor (after a prune
+  // nothing newer than the floor was created, so the floor is a lower bound that never moves
+  // back past a value already pushed: push compares numerically and only goes forward).
+  KW_ASSIGN_OR_RETURN(auto* d, Stmt("SELECT max(modseq) FROM changes WHERE account_id = ? AND "
+                                    "type = 'Email' AND op = 0"));
+  d->Bind(1, account_id);
+  KW_ASSIGN_OR_RETURN(bool drow, d->Step());
+  int64_t delivery = drow && !d->IsNull(0) ? d->Int(0) : 0;
+  KW_RETURN_IF_ERROR(d->Reset());
+  if (delivery == 0) {
+    KW_ASSIGN_OR_RETURN(auto* f, Stmt("SELECT floor FROM states WHERE account_id = ? AND type = 'Email'"));
+    f->Bind(1, account_id);
+    KW_ASSIGN_OR_RETURN(bool frow, f->Step());
+    if (frow && !f->IsNull(0)) delivery = f->Int(0);
+    KW_RETURN_IF_ERROR(f->Reset());
+  }
+  out.types["EmailDelivery"] = std::to_string(delivery);
+  KW_ASSIGN_OR_RETURN(auto* m, Stmt("SELECT modseq FROM accounts WHERE id = ?"));
+  m->Bind(1, account_id);
+  KW_ASSIGN_OR_RETURN(bool mrow, m->Step());
+  if (!mrow) return NotFoundError(fmt::format("no account '{}'", account_id));
+  out.modseq = m->Int(0);
+  KW_RETURN_IF_ERROR(m->Reset());
+  return out;
 }
 
 Result<ChangeSet> Txn::Changes(std::string_view account_id, std::string_view type,
@@ -1250,6 +1288,7 @@ Status Store::Write(const std::function<Status(Txn&)>& fn) {
     KW_ASSIGN_OR_RETURN(conn, NewConn());
   }
   Status s;
+  std::set<std::string> changed;
   {
     std::lock_guard lock(write_mu_);
     s = conn->db->Exec("BEGIN IMMEDIATE");
@@ -1263,9 +1302,11 @@ Status Store::Write(const std::function<Status(Txn&)>& fn) {
       } else {
         conn->db->Exec("ROLLBACK").IgnoreError();
       }
+      if (s.ok()) changed = std::move(txn.changed_accounts_);
     }
   }
   Return(std::move(conn));
+  if (!changed.empty() && change_listener_) change_listener_(changed);
   return s;
 }
 

@@ -130,6 +130,14 @@ class Txn {
 
   // ---- state ----
   Result<std::string> State(std::string_view account_id, std::string_view type);
+  // What push (RFC 8620 §7.3) compares: the state of every type ("Mailbox", "Email", "Thread",
+  // "EmailSubmission", and "EmailDelivery", which moves only when an email is created), and
+  // the account's modseq (*modseq), which moves with any change.
+  struct PushState {
+    std::map<std::string, std::string, std::less<>> types;
+    int64_t modseq = 0;
+  };
+  Result<PushState> PushStates(std::string_view account_id);
   // Changes of `type` after `since` (at most max_changes ids). FailedPrecondition with message
   // "cannotCalculateChanges: ..." for an unknown or too old state.
   Result<ChangeSet> Changes(std::string_view account_id, std::string_view type,
@@ -211,6 +219,7 @@ class Txn {
   Conn* conn_;
   bool write_;
   std::set<std::string> recorded_;  // (account, type, id) updates already logged
+  std::set<std::string> changed_accounts_;  // accounts whose state this transaction moved
 };
 
 class Store {
@@ -245,6 +254,13 @@ class Store {
   // not OK only when the transaction itself fails (then nothing was delivered).
   Result<std::vector<Result<ImportResult>>> DeliverBatch(const std::vector<Delivery>& deliveries);
 
+  // Called after every committed write transaction that changed the state of some accounts,
+  // with their ids, on the writing thread (keep it short: push notification hubs only mark
+  // accounts dirty). Changes made by another process (`keyward mail deliver` while the server
+  // runs) are not seen. Set once, before the store is shared.
+  using ChangeListener = std::function<void(const std::set<std::string>& account_ids)>;
+  void SetChangeListener(ChangeListener listener) { change_listener_ = std::move(listener); }
+
   // Drops change-log rows older than the retention and raises the floors. Returns rows dropped.
   Result<int64_t> Prune();
 
@@ -264,6 +280,7 @@ class Store {
   std::vector<std::unique_ptr<Txn::Conn>> pool_;
   std::mutex write_mu_;
   std::atomic<uint64_t> accounts_generation_{0};
+  ChangeListener change_listener_;
 };
 
 // "Re: Fwd: Hello " -> "hello": the subject key threads and sorting compare.
