@@ -30,8 +30,12 @@ using internal::SegmentReader;
 
 namespace {
 
-// One write(2) per group; a bigger backlog waits for the next group.
-constexpr size_t kMaxGroupBytes = 4u << 20;
+// Encoded records waiting for the writer; a producer that would pass this waits (unless the
+// queue is empty, so that one large batch still goes through).
+constexpr size_t kMaxPendingBytes = 16u << 20;
+// The writer issues a write(2) and hands the records to the sync thread every this many bytes
+// (at a submission boundary), so a large backlog is fsync'ed in pieces while the rest is encoded.
+constexpr size_t kWriteChunkBytes = 1u << 20;
 // Fixed part of a line besides the body: seq, prev_hash, batch_last and the hash suffix.
 constexpr size_t kLineOverhead = 200;
 
@@ -120,14 +124,41 @@ Result<ParsedLine> ReadLastRecord(const std::string& path) {
 
 namespace {
 
-struct PendingWrite {
-  std::vector<std::string> bodies;
-  std::vector<AuditRecord> records;
-  size_t bytes = 0;
-  Status status;
-  uint64_t last_seq = 0;
-  bool done = false;
+// Records submitted and not yet written, in sequence order: the producers append to one of
+// these under Impl::mu, the writer thread swaps it for an empty one and works on it unlocked.
+// Both keep their capacity, so a warm log allocates nothing per record here.
+struct Pending {
+  struct Rec {
+    size_t body_end = 0;      // end of this record's body in `bodies`
+    uint64_t batch_last = 0;  // 0 for a single record
+    int64_t time_ms = 0;
+    bool first = false;       // first record of its submission (a batch is never split)
+    bool kept = false;        // its AuditRecord is in `records` (for the subscription ring)
+  };
+  std::string bodies;      // encoded bodies back to back (EncodeBodyTo)
+  std::vector<Rec> recs;
+  std::vector<AuditRecord> records;  // the kept ones, in order
+  void Clear() {
+    bodies.clear();
+    recs.clear();
+    records.clear();
+  }
+};
+
+// A thread blocked in WaitDurable (on its own stack), woken only once its seq is durable or the
+// log has failed: with one condition variable for all, every fsync would wake every waiter.
+struct Waiter {
+  uint64_t seq = 0;
+  bool woken = false;
   std::condition_variable cv;
+};
+bool WaiterAfter(const Waiter* a, const Waiter* b) { return a->seq > b->seq; }
+
+// What one producer thread encodes into before taking the lock.
+struct EncodeScratch {
+  std::string bodies;
+  std::vector<size_t> ends;
+  std::string detail;
 };
 
 // An open segment file, shared by the leader that writes it and the groups still fsyncing it.
@@ -168,16 +199,30 @@ struct AuditLog::Impl {
   AuditLogOptions opt;
   int lock_fd = -1;
 
-  // ---- writer: queue, completion order and failure state, guarded by mu ----
+  // ---- submission, hand-over to the sync thread and failure state, guarded by mu ----
   std::mutex mu;
-  std::deque<PendingWrite*> queue;
-  Status broken;
-  Checkpoint durable;  // newest durable record (seq, hash)
-  uint64_t completed_ticket = 0;
-  std::condition_variable completion_cv;
+  Pending pending;
+  uint64_t next_assign = 1;    // the seq the next submitted record gets
+  Status broken;               // first write or fsync failure: nothing is accepted after it
+  Checkpoint durable;          // newest durable record (seq, hash)
+  uint64_t written_seq = 0;    // newest record written (not yet necessarily durable)
+  std::string written_hash;
+  std::shared_ptr<SegFile> written_file;  // the segment that holds written_seq
+  uint64_t written_index = 0;
+  bool stop_writer = false;    // set at close: the writer drains `pending` and exits
+  bool writer_done = false;    // the writer exited: the sync thread exits once caught up
+  std::condition_variable writer_cv;   // pending non-empty, or stop_writer
+  std::condition_variable space_cv;    // pending drained (producers over kMaxPendingBytes)
+  std::condition_variable sync_cv;     // written_seq moved, or writer_done
+  std::thread writer_thread, sync_thread;
+  std::atomic<uint64_t> assigned_seq{0};  // next_assign - 1, for WaitDurable's check
 
-  // ---- state owned by the current write leader (the front of `queue`) ----
-  uint64_t next_ticket = 1;
+  // ---- threads in WaitDurable, guarded by wait_mu (taken after mu when both are held) ----
+  std::mutex wait_mu;
+  std::vector<Waiter*> waiters;  // a min-heap by seq
+  bool failed = false;           // broken is set (its value is read under mu)
+
+  // ---- state owned by the writer thread (and by Recover before it starts) ----
   std::shared_ptr<SegFile> seg;
   uint64_t seg_index = 0;
   uint64_t seg_size = 0;
@@ -214,10 +259,16 @@ struct AuditLog::Impl {
   std::string SegPath(uint64_t index) const { return Path(internal::SegmentName(index)); }
 
   Status Recover();
-  Result<uint64_t> Write(PendingWrite* w);
-  Status WriteGroup(const std::vector<PendingWrite*>& group);
+  Result<uint64_t> Submit(AuditRecord* records, size_t n);
+  Status WaitDurable(uint64_t seq);
+  void SetBroken(const Status& s);  // REQUIRES: mu held
+  void PublishDurable(uint64_t seq);
+  void WriterLoop();
+  void SyncLoop();
+  Status WriteGroup(Pending& group, std::string& out);
+  Status FlushWritten(std::string& out);
   Status OpenNextSegment();
-  void PushToRing(const std::vector<PendingWrite*>& group);
+  void PushToRing(Pending& group);
   Status WriteCheckpointNow(bool only_if_changed);
   void CheckpointLoop();
   void RunSubscription(std::shared_ptr<Subscription> s);
@@ -398,6 +449,9 @@ Status AuditLog::Impl::Recover() {
   first_seq = segments.empty() ? next_seq : segments.front().first_seq;
   durable_seq.store(next_seq - 1);
   durable = {next_seq - 1, last_hash, 0};
+  next_assign = next_seq;
+  assigned_seq.store(next_seq - 1);
+  written_seq = next_seq - 1;
   if (checkpoint) cp_written_seq = checkpoint->seq;
   return Status::Ok();
 }
@@ -462,6 +516,8 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
     return s;
   }
   Impl* raw = impl.get();
+  raw->writer_thread = std::thread([raw] { raw->WriterLoop(); });
+  raw->sync_thread = std::thread([raw] { raw->SyncLoop(); });
   raw->cp_thread = std::thread([raw] { raw->CheckpointLoop(); });
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
 }
@@ -481,6 +537,14 @@ AuditLog::~AuditLog() {
       if (t.joinable()) t.join();
     }
   }
+  // Whatever was submitted is written and synced before the log closes.
+  {
+    std::lock_guard l(impl_->mu);
+    impl_->stop_writer = true;
+  }
+  impl_->writer_cv.notify_all();
+  if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
+  if (impl_->sync_thread.joinable()) impl_->sync_thread.join();
   {
     std::lock_guard l(impl_->cp_mu);
     impl_->stopping = true;
@@ -508,129 +572,194 @@ uint64_t AuditLog::first_seq() const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Appending: group commit. Each appender queues its records; the one at the front of the queue
-// (the leader) writes everything queued so far with one write(2) and one fdatasync while the
-// others wait, then hands the lead to the next in the queue (LevelDB's writer queue).
+// Appending: group commit with a pipeline of three stages.
+//
+//   producers    validate and encode their records (in their own threads, in parallel), then,
+//                under mu, take the next sequence numbers and append the encoded bodies to
+//                `pending`; Append and AppendBatch then wait for durable_seq to reach their seq
+//   writer       swaps `pending` for an empty buffer, chains and hashes each line into one
+//                output buffer, write(2)s it (one call per kWriteChunkBytes) and publishes the
+//                newest written seq to the sync thread
+//   sync thread  fdatasyncs the segment that holds the newest written seq, then publishes
+//                durable_seq and wakes the waiters
+//
+// While the sync thread waits for the disk, the writer forms and writes the next group, so a
+// group is whatever arrived during the previous fsync. Acknowledgement is by sequence number: a
+// record is durable once durable_seq >= its seq, and fdatasync makes everything written to the
+// file before the call durable. Only the sync thread calls fdatasync on the newest segment (the
+// writer syncs a segment it closes), so success reports are never ambiguous: once one fails,
+// nothing after it is acknowledged (the kernel reports a writeback error to one caller only).
 
 Result<uint64_t> AuditLog::Append(AuditRecord record) {
-  if (record.time_ms == 0) record.time_ms = impl_->opt.clock->NowMillis();
-  PendingWrite w;
-  std::string detail;
-  KW_ASSIGN_OR_RETURN(std::string body, internal::EncodeBody(record, &detail));
-  record.detail = std::move(detail);
-  w.bytes = body.size() + kLineOverhead;
-  w.bodies.push_back(std::move(body));
-  w.records.push_back(std::move(record));
-  return impl_->Write(&w);
+  KW_ASSIGN_OR_RETURN(uint64_t seq, impl_->Submit(&record, 1));
+  KW_RETURN_IF_ERROR(impl_->WaitDurable(seq));
+  return seq;
 }
 
 Result<uint64_t> AuditLog::AppendBatch(std::vector<AuditRecord> records) {
   if (records.empty()) return InvalidArgumentError("AppendBatch: the batch is empty");
-  PendingWrite w;
-  w.bodies.reserve(records.size());
-  int64_t now = impl_->opt.clock->NowMillis();
-  for (size_t i = 0; i < records.size(); ++i) {
-    AuditRecord& r = records[i];
-    if (r.time_ms == 0) r.time_ms = now;
-    std::string detail;
-    auto body = internal::EncodeBody(r, &detail);
-    if (!body.ok()) return body.status().WithContext(fmt::format("AppendBatch records[{}]", i));
-    r.detail = std::move(detail);
-    w.bytes += body->size() + kLineOverhead;
-    w.bodies.push_back(std::move(body).value());
-  }
-  w.records = std::move(records);
-  return impl_->Write(&w);
+  KW_ASSIGN_OR_RETURN(uint64_t seq, impl_->Submit(records.data(), records.size()));
+  KW_RETURN_IF_ERROR(impl_->WaitDurable(seq));
+  return seq;
 }
 
-Result<uint64_t> AuditLog::Impl::Write(PendingWrite* w) {
-  std::unique_lock l(mu);
-  if (!broken.ok()) return broken;
-  queue.push_back(w);
-  // A group's members leave the queue before they are done (their fsync is still running).
-  while (!w->done && (queue.empty() || queue.front() != w)) w->cv.wait(l);
-  if (w->done) {
-    if (!w->status.ok()) return w->status;
-    return w->last_seq;
-  }
-  if (!broken.ok()) {
-    queue.pop_front();
-    if (!queue.empty()) queue.front()->cv.notify_one();
-    return broken;
-  }
-  std::vector<PendingWrite*> group;
-  size_t bytes = 0;
-  for (PendingWrite* p : queue) {
-    if (!group.empty() && bytes + p->bytes > kMaxGroupBytes) break;
-    group.push_back(p);
-    bytes += p->bytes;
-  }
-  l.unlock();
+Result<uint64_t> AuditLog::AppendAsync(AuditRecord record) { return impl_->Submit(&record, 1); }
 
-  // Phase 1, as the write leader: chain, encode and write(2) the group.
-  Status s = WriteGroup(group);
-  std::shared_ptr<SegFile> file = seg;
-  const uint64_t file_index = seg_index;
-  const uint64_t last = next_seq - 1;
-  const std::string hash = last_hash;
-  if (s.ok()) PushToRing(group);
+Result<uint64_t> AuditLog::AppendBatchAsync(std::vector<AuditRecord> records) {
+  if (records.empty()) return InvalidArgumentError("AppendBatchAsync: the batch is empty");
+  return impl_->Submit(records.data(), records.size());
+}
 
-  l.lock();
-  uint64_t ticket = 0;
-  if (s.ok()) {
-    ticket = next_ticket++;
-  } else if (broken.ok()) {
-    broken = s;
-    Log(LogLevel::kError, "audit log {}: {}; no further record is accepted", opt.dir,
-        s.ToString());
-  }
-  // Hand the write lead to the next appender: its group is written while ours is fsync'ed.
-  for (size_t i = 0; i < group.size(); ++i) queue.pop_front();
-  if (!queue.empty()) queue.front()->cv.notify_one();
-  if (!s.ok()) {
-    for (PendingWrite* p : group) {
-      p->status = s;
-      p->done = true;
-      if (p != w) p->cv.notify_one();
+Status AuditLog::WaitDurable(uint64_t seq) { return impl_->WaitDurable(seq); }
+
+Result<uint64_t> AuditLog::Impl::Submit(AuditRecord* records, size_t n) {
+  thread_local EncodeScratch scratch;
+  scratch.bodies.clear();
+  scratch.ends.clear();
+  int64_t now = 0;
+  for (size_t i = 0; i < n; ++i) {
+    AuditRecord& r = records[i];
+    if (r.time_ms == 0) {
+      if (now == 0) now = opt.clock->NowMillis();
+      r.time_ms = now;
     }
-    return s;
+    Status st = internal::EncodeBodyTo(r, &scratch.bodies, &scratch.detail);
+    if (!st.ok()) {
+      if (n > 1) return st.WithContext(fmt::format("AppendBatch records[{}]", i));
+      return st;
+    }
+    if (r.detail != scratch.detail) r.detail = scratch.detail;
+    scratch.ends.push_back(scratch.bodies.size());
+  }
+  // The records themselves are kept only for live subscribers; one that subscribes later reads
+  // them back from disk.
+  const bool keep = sub_count.load() > 0;
+
+  std::unique_lock l(mu);
+  space_cv.wait(l, [&] {
+    return !broken.ok() || pending.bodies.empty() ||
+           pending.bodies.size() + scratch.bodies.size() <= kMaxPendingBytes;
+  });
+  if (!broken.ok()) return broken;
+  const uint64_t first = next_assign;
+  next_assign += n;
+  assigned_seq.store(next_assign - 1, std::memory_order_relaxed);
+  const size_t base = pending.bodies.size();
+  pending.bodies.append(scratch.bodies);
+  const uint64_t batch_last = n > 1 ? first + n - 1 : 0;
+  for (size_t i = 0; i < n; ++i) {
+    pending.recs.push_back({base + scratch.ends[i], batch_last, records[i].time_ms, i == 0, keep});
+  }
+  if (keep) {
+    for (size_t i = 0; i < n; ++i) pending.records.push_back(std::move(records[i]));
   }
   l.unlock();
+  writer_cv.notify_one();
+  return first + n - 1;
+}
 
-  // Phase 2: fdatasync. Several groups may be here at once; ext4 folds concurrent fsyncs of a
-  // file into one journal commit, which is most of the gain over one fsync at a time.
-  Status sync;
-  if (opt.fsync && ::fdatasync(file->fd) != 0) {
-    sync = ErrnoStatus("fsync", SegPath(file_index), errno);
+Status AuditLog::Impl::WaitDurable(uint64_t seq) {
+  if (seq <= durable_seq.load(std::memory_order_acquire)) return Status::Ok();
+  if (seq > assigned_seq.load(std::memory_order_relaxed)) {
+    return InvalidArgumentError(
+        fmt::format("WaitDurable: seq {} has not been assigned (the newest is {})", seq,
+                    assigned_seq.load()));
   }
-  file.reset();
+  {
+    std::unique_lock l(wait_mu);
+    if (seq > durable_seq.load() && !failed) {
+      Waiter w;
+      w.seq = seq;
+      waiters.push_back(&w);
+      std::push_heap(waiters.begin(), waiters.end(), WaiterAfter);
+      w.cv.wait(l, [&] { return w.woken; });
+    }
+    if (seq <= durable_seq.load()) return Status::Ok();
+  }
+  std::lock_guard l(mu);
+  return broken;
+}
 
-  // Phase 3: complete in write order. A group is acknowledged only when every group written
-  // before it is durable too; once an fsync failed nothing after it is (the kernel reports a
-  // writeback error to one fsync caller only, so a later success proves nothing).
-  l.lock();
-  completion_cv.wait(l, [&] { return completed_ticket + 1 == ticket; });
-  if (sync.ok() && !broken.ok()) sync = broken;
-  if (!sync.ok() && broken.ok()) {
-    broken = sync;
-    Log(LogLevel::kError, "audit log {}: {}; no further record is accepted", opt.dir,
-        sync.ToString());
-  }
-  completed_ticket = ticket;
-  completion_cv.notify_all();
-  if (sync.ok()) {
-    durable = {last, hash, 0};
+// Wakes the waiters that `seq` covers.
+void AuditLog::Impl::PublishDurable(uint64_t seq) {
+  {
     std::lock_guard sl(sub_mu);
-    if (last > durable_seq.load()) durable_seq.store(last);
-    sub_cv.notify_all();
+    durable_seq.store(seq, std::memory_order_release);
   }
-  for (PendingWrite* p : group) {
-    p->status = sync;
-    p->done = true;
-    if (p != w) p->cv.notify_one();
+  sub_cv.notify_all();
+  std::lock_guard l(wait_mu);
+  while (!waiters.empty() && waiters.front()->seq <= seq) {
+    Waiter* w = waiters.front();
+    std::pop_heap(waiters.begin(), waiters.end(), WaiterAfter);
+    waiters.pop_back();
+    w->woken = true;
+    w->cv.notify_one();  // under wait_mu: the Waiter lives on a stack that may unwind after it
   }
-  if (!sync.ok()) return sync;
-  return w->last_seq;
+}
+
+void AuditLog::Impl::SetBroken(const Status& s) {
+  if (!broken.ok()) return;
+  broken = s;
+  Log(LogLevel::kError, "audit log {}: {}; no further record is accepted", opt.dir, s.ToString());
+  space_cv.notify_all();
+  std::lock_guard l(wait_mu);
+  failed = true;
+  for (Waiter* w : waiters) {
+    w->woken = true;
+    w->cv.notify_one();
+  }
+  waiters.clear();
+}
+
+void AuditLog::Impl::WriterLoop() {
+  Pending group;
+  std::string out;
+  while (true) {
+    {
+      std::unique_lock l(mu);
+      writer_cv.wait(l, [&] { return !pending.recs.empty() || stop_writer || !broken.ok(); });
+      if (!broken.ok() || pending.recs.empty()) break;
+      std::swap(pending, group);
+    }
+    space_cv.notify_all();
+    Status s = WriteGroup(group, out);
+    group.Clear();
+    if (!s.ok()) {
+      std::lock_guard l(mu);
+      SetBroken(s);
+      break;
+    }
+  }
+  std::lock_guard l(mu);
+  writer_done = true;
+  sync_cv.notify_one();
+}
+
+void AuditLog::Impl::SyncLoop() {
+  std::unique_lock l(mu);
+  uint64_t synced = durable_seq.load();
+  while (true) {
+    sync_cv.wait(l, [&] { return written_seq > synced || writer_done; });
+    if (written_seq <= synced) break;  // the writer has exited and everything is synced
+    const uint64_t seq = written_seq;
+    const std::string hash = written_hash;
+    std::shared_ptr<SegFile> file = written_file;
+    const uint64_t index = written_index;
+    l.unlock();
+    Status st;
+    if (opt.fsync && ::fdatasync(file->fd) != 0) st = ErrnoStatus("fsync", SegPath(index), errno);
+    file.reset();
+    l.lock();
+    if (!st.ok()) {
+      SetBroken(st);
+      break;
+    }
+    synced = seq;
+    durable = {seq, hash, 0};
+    l.unlock();
+    PublishDurable(seq);
+    l.lock();
+  }
 }
 
 Status AuditLog::Impl::OpenNextSegment() {
@@ -659,52 +788,67 @@ Status AuditLog::Impl::OpenNextSegment() {
   return Status::Ok();
 }
 
-Status AuditLog::Impl::WriteGroup(const std::vector<PendingWrite*>& group) {
-  std::string buf;
-  buf.reserve(std::min<size_t>(kMaxGroupBytes, 64u << 10));
-  for (PendingWrite* p : group) {
-    if (!seg ||
-        (seg_size + buf.size() > 0 && seg_size + buf.size() + p->bytes > opt.segment_bytes)) {
-      if (!buf.empty()) {
-        KW_RETURN_IF_ERROR(WriteAll(seg->fd, buf, SegPath(seg_index)));
-        seg_size += buf.size();
-        buf.clear();
-      }
-      KW_RETURN_IF_ERROR(OpenNextSegment());
-    }
-    size_t n = p->records.size();
-    uint64_t batch_last = n > 1 ? next_seq + n - 1 : 0;
-    for (size_t i = 0; i < n; ++i) {
-      AuditRecord& r = p->records[i];
-      r.seq = next_seq++;
-      r.prev_hash = last_hash;
-      r.hash = internal::AppendLine(r.seq, last_hash, batch_last, p->bodies[i], &buf);
-      last_hash = r.hash;
-      seg_max_time = std::max(seg_max_time, r.time_ms);
-    }
-    p->last_seq = next_seq - 1;
-  }
-  if (!buf.empty()) {
-    KW_RETURN_IF_ERROR(WriteAll(seg->fd, buf, SegPath(seg_index)));
-    seg_size += buf.size();
-  }
+// Writes `out` to the current segment and hands what it holds to the sync thread.
+Status AuditLog::Impl::FlushWritten(std::string& out) {
+  if (out.empty()) return Status::Ok();
+  KW_RETURN_IF_ERROR(WriteAll(seg->fd, out, SegPath(seg_index)));
+  seg_size += out.size();
+  out.clear();
+  std::lock_guard l(mu);
+  written_seq = next_seq - 1;
+  written_hash = last_hash;
+  written_file = seg;
+  written_index = seg_index;
+  sync_cv.notify_one();
   return Status::Ok();
 }
 
+Status AuditLog::Impl::WriteGroup(Pending& group, std::string& out) {
+  out.clear();
+  size_t body_start = 0;
+  size_t kept = 0;
+  for (size_t i = 0; i < group.recs.size(); ++i) {
+    const Pending::Rec& rec = group.recs[i];
+    if (rec.first) {
+      // A submission (a batch) is never split across segments or hand-overs.
+      const uint64_t n = rec.batch_last == 0 ? 1 : rec.batch_last - next_seq + 1;
+      const size_t bytes = group.recs[i + n - 1].body_end - body_start + n * kLineOverhead;
+      if (out.size() >= kWriteChunkBytes) KW_RETURN_IF_ERROR(FlushWritten(out));
+      if (!seg || (seg_size + out.size() > 0 &&
+                   seg_size + out.size() + bytes > opt.segment_bytes)) {
+        KW_RETURN_IF_ERROR(FlushWritten(out));
+        KW_RETURN_IF_ERROR(OpenNextSegment());
+      }
+    }
+    std::string_view body(group.bodies.data() + body_start, rec.body_end - body_start);
+    body_start = rec.body_end;
+    const uint64_t seq = next_seq++;
+    const size_t at = internal::AppendLineTo(seq, last_hash, rec.batch_last, body, &out);
+    if (rec.kept) {
+      AuditRecord& r = group.records[kept++];
+      r.seq = seq;
+      r.prev_hash = last_hash;
+      r.hash.assign(out, at, 64);
+    }
+    last_hash.assign(out, at, 64);
+    seg_max_time = std::max(seg_max_time, rec.time_ms);
+  }
+  PushToRing(group);
+  return FlushWritten(out);
+}
+
 // Records enter the ring as they are written, in seq order; subscribers read them only once
-// durable_seq covers them.
-void AuditLog::Impl::PushToRing(const std::vector<PendingWrite*>& group) {
+// durable_seq covers them. A record not kept (nobody subscribed when it was submitted) leaves a
+// gap, which clears the ring: a subscriber then reads from disk.
+void AuditLog::Impl::PushToRing(Pending& group) {
   std::lock_guard l(sub_mu);
   if (sub_count.load() == 0) {
     ring.clear();
     return;
   }
-  uint64_t first = group.front()->records.front().seq;
-  if (!ring.empty() && ring.back()->seq + 1 != first) ring.clear();
-  for (PendingWrite* p : group) {
-    for (AuditRecord& r : p->records) {
-      ring.push_back(std::make_shared<const AuditRecord>(std::move(r)));
-    }
+  for (AuditRecord& r : group.records) {
+    if (!ring.empty() && ring.back()->seq + 1 != r.seq) ring.clear();
+    ring.push_back(std::make_shared<const AuditRecord>(std::move(r)));
   }
   while (ring.size() > opt.subscription_buffer) ring.pop_front();
 }

@@ -9,8 +9,11 @@
 //    ...; gap-free) and the SHA-256 of the previous record (a hash chain), so an edited, removed,
 //    reordered or truncated record is found by VerifyLog and named (segment file, offset, seq).
 //  - Append returns only once the record is on disk (fsync); concurrent appenders share fsyncs
-//    (group commit). A crash never leaves a half-written record that is read as valid: on Open a
-//    torn tail is cut off (and reported), and everything acknowledged is there.
+//    (group commit: a writer thread writes whatever was submitted while a sync thread waits for
+//    the previous fdatasync). AppendAsync + WaitDurable split the two halves, so a producer
+//    submits many records and waits once; a record is acknowledged only after its fdatasync.
+//    A crash never leaves a half-written record that is read as valid: on Open a torn tail is
+//    cut off (and reported), and everything acknowledged is there.
 //  - Retention (default 180 days) drops whole old segments and keeps what remains verifiable (the
 //    first kept record's predecessor hash is recorded as the anchor).
 //  - Subscribers (the detection engine) receive every record in sequence order, at least once,
@@ -100,6 +103,17 @@ class AuditWriter {
   // Durable when it returns OK (for AuditLog). Services refuse the request when it fails:
   // an access that cannot be recorded does not happen.
   virtual Result<uint64_t> Append(AuditRecord record) = 0;
+
+  // Additions for producers that write several records and wait once (a request that reads N
+  // items): AppendAsync validates and queues the record and returns its sequence number without
+  // waiting for the disk; the record is durable once WaitDurable(seq), or a WaitDurable of any
+  // later seq, returns OK. Records are stored in the order of the calls that returned their
+  // seqs. The defaults append synchronously, so every AuditWriter supports the pair.
+  virtual Result<uint64_t> AppendAsync(AuditRecord record) { return Append(std::move(record)); }
+  virtual Status WaitDurable(uint64_t seq) {
+    (void)seq;
+    return Status::Ok();
+  }
 };
 
 // Keeps records in memory (seq and hashes assigned, chain not persisted). Thread-safe.
@@ -124,11 +138,28 @@ class AuditLog final : public AuditWriter {
   ~AuditLog();
 
   // Appends one record durably (see the contract); returns its sequence number.
+  // Equivalent to WaitDurable(AppendAsync(record)).
   Result<uint64_t> Append(AuditRecord record) override;
   // Appends several records atomically in order with one fsync; returns the last seq.
   Result<uint64_t> AppendBatch(std::vector<AuditRecord> records);
 
-  // The newest durable sequence number (0 for an empty log).
+  // Pipelined appends. AppendAsync validates and encodes the record in the calling thread,
+  // assigns its sequence number and queues it for the writer thread; it returns at once
+  // (InvalidArgument for a record Append would refuse, without using a seq; the log's failure
+  // status once a write or fsync has failed). It blocks only while more than 16 MiB of encoded
+  // records wait for the writer (backpressure). Sequence numbers follow the order in which
+  // AppendAsync calls return, also across threads. AppendBatchAsync does the same for a batch
+  // (all or nothing after a crash, as AppendBatch) and returns its last seq.
+  Result<uint64_t> AppendAsync(AuditRecord record) override;
+  Result<uint64_t> AppendBatchAsync(std::vector<AuditRecord> records);
+  // Blocks until every record up to `seq` is on disk (written and fdatasync'ed): OK then, also
+  // if the log failed afterwards. Returns the failure (Unavailable, naming the file and the
+  // errno) when a write or fsync failed before `seq` was durable: that record and every later
+  // one may be lost and must be treated as not recorded. InvalidArgument for a seq not yet
+  // assigned. Thread-safe; any number of threads may wait.
+  Status WaitDurable(uint64_t seq) override;
+
+  // The newest durable sequence number (0 for an empty log). Every record up to it is on disk.
   uint64_t last_seq() const;
   // The oldest sequence number still kept (after retention); last_seq() + 1 when empty.
   uint64_t first_seq() const;

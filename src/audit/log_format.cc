@@ -48,6 +48,7 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
 #include <simdjson.h>
 
 #include "core/json.h"
@@ -93,20 +94,48 @@ void CivilFromDays(int64_t z, int* y, unsigned* m, unsigned* d) {
   *y = static_cast<int>(yy + (*m <= 2));
 }
 
+// Writes the `width` low decimal digits of v (zero-padded) at p.
+void PutDigits(char* p, unsigned v, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  }
+}
+
 void AppendTime(int64_t ms, bool with_millis, std::string* out) {
   int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
   int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
-  int64_t sod = secs - days * 86400;
+  unsigned sod = static_cast<unsigned>(secs - days * 86400);
   int y;
   unsigned m, d;
   CivilFromDays(days, &y, &m, &d);
-  if (with_millis) {
-    fmt::format_to(std::back_inserter(*out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", y, m, d,
-                   sod / 3600, sod / 60 % 60, sod % 60, ms - secs * 1000);
-  } else {
+  if (y < 0 || y > 9999) {  // outside what records allow; keep the general formatting
     fmt::format_to(std::back_inserter(*out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", y, m, d,
                    sod / 3600, sod / 60 % 60, sod % 60);
+    if (with_millis) fmt::format_to(std::back_inserter(*out), ".{:03}Z", ms - secs * 1000);
+    return;
   }
+  // "YYYY-MM-DDTHH:MM:SS.mmmZ"
+  char b[24] = {0, 0, 0, 0, '-', 0, 0, '-', 0, 0, 'T', 0, 0, ':', 0, 0, ':', 0, 0, '.', 0, 0, 0, 'Z'};
+  PutDigits(b, static_cast<unsigned>(y), 4);
+  PutDigits(b + 5, m, 2);
+  PutDigits(b + 8, d, 2);
+  PutDigits(b + 11, sod / 3600, 2);
+  PutDigits(b + 14, sod / 60 % 60, 2);
+  PutDigits(b + 17, sod % 60, 2);
+  if (!with_millis) {
+    out->append(b, 19);
+    return;
+  }
+  PutDigits(b + 20, static_cast<unsigned>(ms - secs * 1000), 3);
+  out->append(b, sizeof b);
+}
+
+template <typename Int>
+void AppendInt(std::string* out, Int v) {
+  char b[24];
+  auto [end, ec] = std::to_chars(b, b + sizeof b, v);
+  out->append(b, static_cast<size_t>(end - b));
 }
 
 bool IsOperationChar(char c) {
@@ -114,13 +143,13 @@ bool IsOperationChar(char c) {
          c == '_' || c == ':' || c == '-' || c == '/';
 }
 
-Status CheckString(std::string_view field, std::string_view v) {
+Status CheckString(std::string_view field, std::string_view v, bool check_utf8) {
   if (v.size() > kMaxStringBytes) {
     return InvalidArgumentError(
         fmt::format("audit record field '{}' is {} bytes, more than {}", field, v.size(),
                     kMaxStringBytes));
   }
-  if (!simdjson::validate_utf8(v.data(), v.size())) {
+  if (check_utf8 && !simdjson::validate_utf8(v.data(), v.size())) {
     return InvalidArgumentError(fmt::format("audit record field '{}' is not valid UTF-8", field));
   }
   return Status::Ok();
@@ -149,48 +178,76 @@ Status CanonicalDetail(std::string_view detail, std::string* out) {
   return Status::Ok();
 }
 
-// json::AppendQuoted's escaping, appending unescaped runs in bulk (the per-byte push_back was
+// True when one of the 8 bytes of `v` is below 0x20, '"' or '\\' (the bytes JSON escapes).
+// Word-at-a-time tests (exact as predicates): a byte below n when (x - n*0x01..) & ~x has its
+// high bit set; a byte equal to c when x ^ c*0x01.. has a zero byte.
+inline bool NeedsEscape8(uint64_t v) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
+  uint64_t below = (v - kOnes * 0x20) & ~v;
+  uint64_t q = v ^ (kOnes * '"');
+  uint64_t bs = v ^ (kOnes * '\\');
+  return ((below | ((q - kOnes) & ~q) | ((bs - kOnes) & ~bs)) & kHigh) != 0;
+}
+
+// json::AppendQuoted's escaping. Strings in records rarely need an escape, so the scan skips
+// eight bytes at a time and unescaped runs are appended in bulk (a byte loop with push_back was
 // most of the cost of encoding a record).
 void Quote(std::string* out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out->push_back('"');
-  size_t run = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out->append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
-      default: {
-        char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
-        out->append(u, 6);
+  const char* p = s.data();
+  const size_t n = s.size();
+  size_t run = 0, i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {
+      uint64_t v;
+      std::memcpy(&v, p + i, 8);
+      if (!NeedsEscape8(v)) {
+        i += 8;
+        continue;
+      }
+    }
+    size_t stop = std::min(n, i + 8);
+    for (; i < stop; ++i) {
+      unsigned char c = static_cast<unsigned char>(p[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      out->append(p + run, i - run);
+      run = i + 1;
+      switch (c) {
+        case '"': out->append("\\\"", 2); break;
+        case '\\': out->append("\\\\", 2); break;
+        case '\n': out->append("\\n", 2); break;
+        case '\r': out->append("\\r", 2); break;
+        case '\t': out->append("\\t", 2); break;
+        case '\b': out->append("\\b", 2); break;
+        case '\f': out->append("\\f", 2); break;
+        default: {
+          char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+          out->append(u, 6);
+        }
       }
     }
   }
-  out->append(s.data() + run, s.size() - run);
+  out->append(p + run, n - run);
   out->push_back('"');
 }
 
+// `key` is the member's whole prefix, `,"name":`.
 void Str(std::string* out, std::string_view key, std::string_view v, bool always = false) {
   if (v.empty() && !always) return;
-  out->append(",\"").append(key).append("\":");
+  out->append(key);
   Quote(out, v);
 }
 
 void Num(std::string* out, std::string_view key, int64_t v) {
   if (v == 0) return;
-  out->append(",\"").append(key).append("\":");
-  fmt::format_to(std::back_inserter(*out), "{}", v);
+  out->append(key);
+  AppendInt(out, v);
 }
 
-Status ValidateFields(const AuditRecord& r) {
+// Every check but UTF-8 validity unless `check_utf8` (EncodeBodyTo checks the encoded body as a
+// whole, which is cheaper, and comes back here only to name the field that failed).
+Status ValidateFields(const AuditRecord& r, bool check_utf8) {
   if (r.operation.empty()) return InvalidArgumentError("audit record field 'operation' is empty");
   if (r.operation.size() > 128) {
     return InvalidArgumentError("audit record field 'operation' is longer than 128 bytes");
@@ -243,13 +300,13 @@ Status ValidateFields(const AuditRecord& r) {
                       {"token_issuer", &r.token_issuer},
                       {"token_tenant_id", &r.token_tenant_id},
                       {"reason", &r.reason}};
-  for (const F& f : fields) KW_RETURN_IF_ERROR(CheckString(f.name, *f.v));
+  for (const F& f : fields) KW_RETURN_IF_ERROR(CheckString(f.name, *f.v, check_utf8));
   for (size_t i = 0; i < r.items.size(); ++i) {
     const AuditItem& it = r.items[i];
     for (auto [name, v] : {std::pair<const char*, const std::string*>{"id", &it.id},
                            {"internet_message_id", &it.internet_message_id},
                            {"folder_path", &it.folder_path}}) {
-      Status s = CheckString(name, *v);
+      Status s = CheckString(name, *v, check_utf8);
       if (!s.ok()) return s.WithContext(fmt::format("items[{}]", i));
     }
   }
@@ -258,17 +315,17 @@ Status ValidateFields(const AuditRecord& r) {
 
 void WriteFields(const AuditRecord& r, std::string_view detail, std::string* out) {
   out->append(",\"time_ms\":");
-  fmt::format_to(std::back_inserter(*out), "{}", r.time_ms);
+  AppendInt(out, r.time_ms);
   out->append(",\"time\":\"");
   AppendTime(r.time_ms, true, out);
   out->push_back('"');
-  Str(out, "tenant_id", r.tenant_id, true);
-  Str(out, "operation", r.operation, true);
-  Str(out, "access_type", r.access_type);
-  Str(out, "user_id", r.user_id);
-  Str(out, "user_upn", r.user_upn);
-  Str(out, "mailbox_owner", r.mailbox_owner);
-  Str(out, "mailbox_id", r.mailbox_id);
+  Str(out, ",\"tenant_id\":", r.tenant_id, true);
+  Str(out, ",\"operation\":", r.operation, true);
+  Str(out, ",\"access_type\":", r.access_type);
+  Str(out, ",\"user_id\":", r.user_id);
+  Str(out, ",\"user_upn\":", r.user_upn);
+  Str(out, ",\"mailbox_owner\":", r.mailbox_owner);
+  Str(out, ",\"mailbox_id\":", r.mailbox_id);
   if (!r.items.empty()) {
     out->append(",\"items\":[");
     for (size_t i = 0; i < r.items.size(); ++i) {
@@ -283,18 +340,18 @@ void WriteFields(const AuditRecord& r, std::string_view detail, std::string* out
     }
     out->push_back(']');
   }
-  Str(out, "client_app_id", r.client_app_id);
-  Str(out, "resource", r.resource);
-  Str(out, "client_ip", r.client_ip);
-  Str(out, "user_agent", r.user_agent);
-  Str(out, "session_id", r.session_id);
-  Str(out, "token_id", r.token_id);
-  Str(out, "token_kid", r.token_kid);
-  Str(out, "token_issuer", r.token_issuer);
-  Str(out, "token_tenant_id", r.token_tenant_id);
-  Num(out, "token_issued_at", r.token_issued_at);
-  Str(out, "result", r.result, true);
-  Str(out, "reason", r.reason);
+  Str(out, ",\"client_app_id\":", r.client_app_id);
+  Str(out, ",\"resource\":", r.resource);
+  Str(out, ",\"client_ip\":", r.client_ip);
+  Str(out, ",\"user_agent\":", r.user_agent);
+  Str(out, ",\"session_id\":", r.session_id);
+  Str(out, ",\"token_id\":", r.token_id);
+  Str(out, ",\"token_kid\":", r.token_kid);
+  Str(out, ",\"token_issuer\":", r.token_issuer);
+  Str(out, ",\"token_tenant_id\":", r.token_tenant_id);
+  Num(out, ",\"token_issued_at\":", r.token_issued_at);
+  Str(out, ",\"result\":", r.result, true);
+  Str(out, ",\"reason\":", r.reason);
   if (!detail.empty()) out->append(",\"detail\":").append(detail);
 }
 
@@ -480,14 +537,44 @@ std::optional<uint64_t> ParseSegmentName(std::string_view name) {
   return v;
 }
 
-std::string Sha256Hex(std::string_view data) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string raw = crypto::Sha256(data);
-  std::string out(64, '0');
-  for (size_t i = 0; i < raw.size() && i < 32; ++i) {
-    out[2 * i] = kHex[static_cast<unsigned char>(raw[i]) >> 4];
-    out[2 * i + 1] = kHex[static_cast<unsigned char>(raw[i]) & 15];
+namespace {
+
+// SHA-256 with a pre-fetched implementation and one reused context per thread: EVP_Digest would
+// fetch, allocate and free a context for every record.
+struct Sha256Ctx {
+  EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~Sha256Ctx() {
+    EVP_MD_CTX_free(ctx);
+    EVP_MD_free(md);
   }
+};
+
+}  // namespace
+
+void Sha256HexTo(std::string_view data, char* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  thread_local Sha256Ctx sha;
+  unsigned char raw[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (sha.md == nullptr || sha.ctx == nullptr ||
+      EVP_DigestInit_ex2(sha.ctx, sha.md, nullptr) != 1 ||
+      EVP_DigestUpdate(sha.ctx, data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(sha.ctx, raw, &len) != 1 || len != 32) {
+    // Only a broken OpenSSL installation gets here; fall back to the crypto module's one-shot.
+    std::string r = crypto::Sha256(data);
+    std::memset(raw, 0, 32);
+    std::memcpy(raw, r.data(), std::min<size_t>(r.size(), 32));
+  }
+  for (size_t i = 0; i < 32; ++i) {
+    out[2 * i] = kHex[raw[i] >> 4];
+    out[2 * i + 1] = kHex[raw[i] & 15];
+  }
+}
+
+std::string Sha256Hex(std::string_view data) {
+  std::string out(64, '0');
+  Sha256HexTo(data, out.data());
   return out;
 }
 
@@ -503,36 +590,56 @@ std::string FormatUalTime(int64_t ms) {
   return out;
 }
 
-Result<std::string> EncodeBody(const AuditRecord& r, std::string* canonical_detail) {
-  KW_RETURN_IF_ERROR(ValidateFields(r));
-  std::string detail;
-  KW_RETURN_IF_ERROR(CanonicalDetail(r.detail, &detail));
-  std::string out;
-  out.reserve(256 + detail.size() + r.items.size() * 96);
-  WriteFields(r, detail, &out);
-  if (out.size() + 200 > kMaxRecordBytes) {
-    return InvalidArgumentError(fmt::format(
-        "audit record of {} bytes exceeds the limit of {} bytes", out.size() + 200,
-        kMaxRecordBytes));
+Status EncodeBodyTo(const AuditRecord& r, std::string* out, std::string* canonical_detail) {
+  KW_RETURN_IF_ERROR(ValidateFields(r, /*check_utf8=*/false));
+  std::string detail_buf;
+  std::string* detail = canonical_detail ? canonical_detail : &detail_buf;
+  KW_RETURN_IF_ERROR(CanonicalDetail(r.detail, detail));
+  const size_t start = out->size();
+  WriteFields(r, *detail, out);
+  std::string_view body = std::string_view(*out).substr(start);
+  Status s;
+  if (body.size() + 200 > kMaxRecordBytes) {
+    s = InvalidArgumentError(fmt::format("audit record of {} bytes exceeds the limit of {} bytes",
+                                         body.size() + 200, kMaxRecordBytes));
+  } else if (!simdjson::validate_utf8(body.data(), body.size())) {
+    // Escaping keeps invalid UTF-8 as it was, so the body is valid exactly when every field is.
+    s = ValidateFields(r, /*check_utf8=*/true);
+    if (s.ok()) s = InvalidArgumentError("audit record is not valid UTF-8");
   }
-  if (canonical_detail) *canonical_detail = std::move(detail);
+  if (!s.ok()) out->resize(start);
+  return s;
+}
+
+Result<std::string> EncodeBody(const AuditRecord& r, std::string* canonical_detail) {
+  std::string out;
+  out.reserve(512 + r.detail.size() + r.items.size() * 96);
+  KW_RETURN_IF_ERROR(EncodeBodyTo(r, &out, canonical_detail));
   return out;
+}
+
+size_t AppendLineTo(uint64_t seq, std::string_view prev_hash, uint64_t batch_last,
+                    std::string_view body, std::string* out) {
+  const size_t start = out->size();
+  out->append("{\"seq\":");
+  AppendInt(out, seq);
+  out->append(",\"prev_hash\":\"").append(prev_hash).push_back('"');
+  if (batch_last != 0) {
+    out->append(",\"batch_last\":");
+    AppendInt(out, batch_last);
+  }
+  out->append(body);
+  const size_t hashed_end = out->size();
+  out->append(",\"hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"}\n");
+  char* hash = out->data() + hashed_end + 9;
+  Sha256HexTo(std::string_view(out->data() + start, hashed_end - start), hash);
+  return hashed_end + 9;
 }
 
 std::string AppendLine(uint64_t seq, std::string_view prev_hash, uint64_t batch_last,
                        std::string_view body, std::string* out) {
-  size_t start = out->size();
-  out->append("{\"seq\":");
-  fmt::format_to(std::back_inserter(*out), "{}", seq);
-  out->append(",\"prev_hash\":\"").append(prev_hash).push_back('"');
-  if (batch_last != 0) {
-    out->append(",\"batch_last\":");
-    fmt::format_to(std::back_inserter(*out), "{}", batch_last);
-  }
-  out->append(body);
-  std::string hash = Sha256Hex(std::string_view(*out).substr(start));
-  out->append(",\"hash\":\"").append(hash).append("\"}\n");
-  return hash;
+  size_t at = AppendLineTo(seq, prev_hash, batch_last, body, out);
+  return out->substr(at, 64);
 }
 
 Result<ParsedLine> ParseLine(std::string_view line) {
@@ -707,13 +814,13 @@ Status ValidateRecord(const AuditRecord& record) {
 
 std::string ToJson(const AuditRecord& record) {
   std::string out = "{\"seq\":";
-  fmt::format_to(std::back_inserter(out), "{}", record.seq);
+  internal::AppendInt(&out, record.seq);
   out.append(",\"prev_hash\":");
   internal::Quote(&out, record.prev_hash);
   std::string detail;
   bool detail_ok = internal::CanonicalDetail(record.detail, &detail).ok();
   internal::WriteFields(record, detail_ok ? std::string_view(detail) : std::string_view(), &out);
-  if (!detail_ok) internal::Str(&out, "detail_text", record.detail);
+  if (!detail_ok) internal::Str(&out, ",\"detail_text\":", record.detail);
   out.append(",\"hash\":");
   internal::Quote(&out, record.hash);
   out.push_back('}');

@@ -29,13 +29,20 @@ std::string SegmentName(uint64_t index);
 // The index of a segment file name, or nullopt for any other name.
 std::optional<uint64_t> ParseSegmentName(std::string_view name);
 
-// Validates `r` (see ValidateRecord) and returns the record's fields after seq/prev_hash/
-// batch_last as they appear in a line: `,"time_ms":...,...` (no braces, no hash). The detail
-// is put in canonical (minified) form; `canonical_detail` receives it when not null.
+// Validates `r` (see ValidateRecord) and appends to `out` the record's fields after seq/
+// prev_hash/batch_last as they appear in a line: `,"time_ms":...,...` (no braces, no hash). The
+// detail is put in canonical (minified) form; `canonical_detail` receives it when not null. On
+// error `out` is left as it was.
+Status EncodeBodyTo(const AuditRecord& r, std::string* out,
+                    std::string* canonical_detail = nullptr);
+// The same into a new string.
 Result<std::string> EncodeBody(const AuditRecord& r, std::string* canonical_detail = nullptr);
 
-// Appends one complete line (with the final newline) to `out` and returns the record's hash
-// (64 lower-case hex). batch_last is 0 outside multi-record batches.
+// Appends one complete line (with the final newline) to `out` and returns the offset in `out`
+// of the record's hash (64 lower-case hex). batch_last is 0 outside multi-record batches.
+size_t AppendLineTo(uint64_t seq, std::string_view prev_hash, uint64_t batch_last,
+                    std::string_view body, std::string* out);
+// The same, returning the hash.
 std::string AppendLine(uint64_t seq, std::string_view prev_hash, uint64_t batch_last,
                        std::string_view body, std::string* out);
 
@@ -60,6 +67,8 @@ Result<ParsedLine> ReadLastRecord(const std::string& path);
 
 // Hex SHA-256 of bytes.
 std::string Sha256Hex(std::string_view data);
+// The same into out[0..63] (no allocation; one reused digest context per thread).
+void Sha256HexTo(std::string_view data, char* out);
 
 // "2023-06-16T01:02:03.456Z" / "2023-06-16T01:02:03" (UAL CreationTime: no fraction, no zone).
 std::string FormatIsoMillis(int64_t ms);
