@@ -208,5 +208,71 @@ TEST(CrashTest, KillNineDuringAWriteBurstLosesNoAcknowledgedRecord) {
   EXPECT_TRUE(VerifyLog(tmp.LogDir())->ok());
 }
 
+// The same with pipelined producers: each child thread submits windows of 50 records with
+// AppendAsync and reports a window's seqs only once WaitDurable returned for its last one.
+TEST(CrashTest, KillNineDuringAsyncAppendsLosesNoRecordWhoseWaitReturned) {
+  TempDir tmp;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    auto opt = TestOptions(tmp.LogDir());
+    opt.fsync = true;
+    opt.segment_bytes = 64 << 10;
+    opt.checkpoint_interval_ms = 20;
+    auto log = AuditLog::Open(opt);
+    if (!log.ok()) ::_exit(2);
+    std::mutex pipe_mu;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<uint64_t> window;
+        for (int i = 0;; ++i) {
+          auto seq = (*log)->AppendAsync(MailRead(t * 1'000'000 + i));
+          if (!seq.ok()) ::_exit(3);
+          window.push_back(*seq);
+          if (window.size() < 50) continue;
+          if (!(*log)->WaitDurable(window.back()).ok()) ::_exit(4);
+          std::lock_guard l(pipe_mu);
+          size_t bytes = window.size() * sizeof(uint64_t);
+          if (::write(fds[1], window.data(), bytes) != static_cast<ssize_t>(bytes)) ::_exit(5);
+          window.clear();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::set<uint64_t> acked;
+  uint64_t v;
+  while (acked.size() < 3000) {
+    ssize_t n = ::read(fds[0], &v, sizeof v);
+    if (n != sizeof v) break;
+    acked.insert(v);
+  }
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with " << WEXITSTATUS(status);
+  while (::read(fds[0], &v, sizeof v) == sizeof v) acked.insert(v);
+  ::close(fds[0]);
+  ASSERT_GE(acked.size(), 3000u);
+
+  auto log = AuditLog::Open(TestOptions(tmp.LogDir()));
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_GE((*log)->last_seq(), *acked.rbegin());
+  std::set<uint64_t> present;
+  for (const auto& r : ReadAll(tmp.LogDir())) present.insert(r.seq);
+  for (uint64_t s : acked) ASSERT_TRUE(present.count(s)) << "acknowledged seq " << s << " lost";
+  auto report = VerifyLog(tmp.LogDir());
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok());
+  ASSERT_TRUE((*log)->Append(MailRead(1)).ok());
+  EXPECT_TRUE(VerifyLog(tmp.LogDir())->ok());
+}
+
 }  // namespace
 }  // namespace kw::audit
