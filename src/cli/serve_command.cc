@@ -8,6 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <cstdlib>
@@ -18,12 +22,14 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "core/log.h"
 #include "http/server.h"
 #include "audit/audit_log.h"
 #include "identity/audit_log_sink.h"
 #include "identity/master_key.h"
 #include "identity/service.h"
 #include "detect/analytics/live.h"
+#include "mail/lmtp.h"
 #include "mail/service.h"
 #include "token/trust_store.h"
 
@@ -80,6 +86,39 @@ struct ServeFlags {
   std::string alert_webhook;
   int learning_days = 14;
   bool no_mail = false;
+  int lmtp_port = -1;  // -1: no LMTP listener
+};
+
+// Applies the audit retention at start and then once a day, until destroyed.
+class RetentionTimer {
+ public:
+  explicit RetentionTimer(audit::AuditLog* log) : log_(log), thread_([this] { Run(); }) {}
+  ~RetentionTimer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      Status s = log_->ApplyRetention();
+      if (!s.ok()) Log(LogLevel::kWarning, "audit retention failed: {}", s.ToString());
+      lock.lock();
+      cv_.wait_for(lock, std::chrono::hours(24), [this] { return stop_; });
+    }
+  }
+
+  audit::AuditLog* const log_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
 };
 
 int RunServe(const ServeFlags& f) {
@@ -107,6 +146,7 @@ int RunServe(const ServeFlags& f) {
     return kExitUsage;
   }
   std::shared_ptr<audit::AuditLog> log = std::move(*audit_log);
+  RetentionTimer retention(log.get());
   // The issuers (and so the mail verifier's policy) are fixed at start, so the port must be known
   // before the services open: with --port 0 and no --base-url, take a free port now.
   uint16_t port = f.port;
@@ -196,8 +236,24 @@ int RunServe(const ServeFlags& f) {
     }
     live = std::move(*started);
   }
+  // Delivery from an MTA (RFC 2033), into the same store the JMAP API serves.
+  std::unique_ptr<mail::LmtpServer> lmtp;
+  if (mail_service && f.lmtp_port >= 0) {
+    mail::LmtpOptions lo;
+    lo.address = f.listen;
+    lo.port = static_cast<uint16_t>(f.lmtp_port);
+    auto started = mail::LmtpServer::Start(lo, &mail_service->store());
+    if (!started.ok()) {
+      std::cerr << "keyward: lmtp: " << started.status().message() << "\n";
+      server.Stop();
+      return kExitUsage;
+    }
+    lmtp = std::move(*started);
+  }
   std::cout << "listening on " << url << std::endl;  // flushed: scripts wait for this line
+  if (lmtp) std::cout << "lmtp on " << host << ":" << lmtp->port() << std::endl;
   server.Wait();
+  if (lmtp) lmtp->Stop();
   if (live) live->Stop();  // before the audit log closes
   return kExitOk;
 }
@@ -219,6 +275,10 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--mail-audience", f->mail_audience,
                   "Audience the mail service accepts in access tokens (default api://keyward-mail)");
   cmd->add_flag("--no-mail", f->no_mail, "Serve identity only");
+  cmd->add_option("--lmtp-port", f->lmtp_port,
+                  "Also accept mail from an MTA over LMTP on LISTEN:PORT (0: an ephemeral port; "
+                  "default: no LMTP). Unauthenticated: keep it on loopback")
+      ->check(CLI::Range(0, 65535));
   cmd->add_flag("--no-detect", f->no_detect, "Without live detection on the audit stream");
   cmd->add_option("--alert-webhook", f->alert_webhook,
                   "POST each alert (JSON) to this loopback http:// URL, at least once");

@@ -13,6 +13,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as client from 'openid-client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { assert, signIn } from './login.mjs';
 
 const [, , configPath, outDir] = process.argv;
 const cfg = JSON.parse(readFileSync(configPath, 'utf8'));
@@ -29,9 +30,6 @@ async function check(name, fn) {
   } catch (e) {
     fail(name, e?.message ?? String(e));
   }
-}
-function assert(cond, why) {
-  if (!cond) throw new Error(why);
 }
 
 const issuer = new URL(cfg.issuer);
@@ -89,48 +87,8 @@ let pub;
 let codeTokens;
 await check('authorization code + PKCE through the login form (public client)', async () => {
   pub = await client.discovery(issuer, cfg.public.id, undefined, client.None(), insecure);
-  const verifier = client.randomPKCECodeVerifier();
-  const challenge = await client.calculatePKCECodeChallenge(verifier);
-  const state = client.randomState();
-  const nonce = client.randomNonce();
-  const url = client.buildAuthorizationUrl(pub, {
-    redirect_uri: cfg.redirect_uri,
-    scope: 'openid Mail.Read',
-    code_challenge: challenge,
-    code_challenge_method: 'S256',
-    state,
-    nonce,
-  });
-  // The user: load the login form, fill it in, submit it.
-  const page = await fetch(url, { redirect: 'manual' });
-  assert(page.status === 200, `login form status ${page.status}`);
-  const html = await page.text();
-  const action = html.match(/<form method="post" action="([^"]+)"/)?.[1];
-  assert(action, 'no form in the login page');
-  const fields = new URLSearchParams();
-  for (const m of html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)">/g)) {
-    fields.set(m[1], m[2].replaceAll('&amp;', '&').replaceAll('&quot;', '"')
-                         .replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>'));
-  }
-  fields.set('username', cfg.username);
-  fields.set('password', cfg.password);
-  const submitted = await fetch(action.replaceAll('&amp;', '&'), {
-    method: 'POST',
-    body: fields,
-    redirect: 'manual',
-  });
-  assert(submitted.status === 303, `login status ${submitted.status}`);
-  const location = submitted.headers.get('location');
-  assert(location?.startsWith(cfg.redirect_uri), `redirect to ${location}`);
-  codeTokens = await client.authorizationCodeGrant(pub, new URL(location), {
-    pkceCodeVerifier: verifier,
-    expectedState: state,
-    expectedNonce: nonce,
-    idTokenExpected: true,
-  });
+  codeTokens = await signIn(pub, cfg, 'openid Mail.Read');
   const claims = codeTokens.claims();
-  assert(claims?.nonce === nonce, 'ID token nonce');
-  assert(claims?.aud === cfg.public.id, `ID token aud ${claims?.aud}`);
   assert(codeTokens.refresh_token, 'no refresh token');
   const payload = await verifyWithJose(codeTokens.access_token, 'authorization_code');
   assert(payload.sub === claims.sub, 'access token and ID token name different users');

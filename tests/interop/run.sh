@@ -18,6 +18,11 @@
 #      with the consumer key stolen from the data directory (tests/tools/steal_key.cc) is
 #      accepted by jose over the combined JWKS and refused by Keyward (key_issuer_mismatch) and
 #      by the server's introspection.
+#   5. The same server's JMAP mail service driven by npm jmap-jam with a user token from the login
+#      flow (jmap_flow.mjs): session, mail handed over LMTP by Python's smtplib.LMTP and pushed to
+#      an event source read with Node's fetch, Mailbox/get, Email/query + Email/get by result
+#      reference, blob upload/download, Email/import; the forged token refused; then the audit
+#      log, verified, holds the forged token's TokenRejected (key_issuer_mismatch).
 #
 # Usage: bash tests/interop/run.sh KEYWARD_BINARY [KW_STEAL_KEY_BINARY]
 #
@@ -42,7 +47,7 @@ if [[ ! -f "$1" || ! -x "$1" ]]; then
 fi
 KEYWARD="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 
-for tool in node npm; do
+for tool in node npm python3; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "interop: '$tool' is not installed; the interop tests need Node.js >= 18 and npm" \
       "(run 'bash scripts/setup' or 'apt-get install nodejs npm')" >&2
@@ -61,7 +66,7 @@ deps_current() {
   node -e '
     const fs = require("fs");
     const locked = JSON.parse(fs.readFileSync(process.argv[1] + "/package-lock.json", "utf8"));
-    for (const pkg of ["jose", "openid-client"]) {
+    for (const pkg of ["jose", "openid-client", "jmap-jam"]) {
       const want = locked.packages["node_modules/" + pkg].version;
       const have = JSON.parse(fs.readFileSync(
           process.argv[1] + "/node_modules/" + pkg + "/package.json", "utf8")).version;
@@ -71,14 +76,15 @@ deps_current() {
 }
 
 if ! deps_current; then
-  echo "interop: installing jose and openid-client (npm ci)"
+  echo "interop: installing jose, openid-client and jmap-jam (npm ci)"
   (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 JOSE_VERSION="$(node -p 'require(process.argv[1]).version' "$HERE/node_modules/jose/package.json")"
 OIDC_VERSION="$(node -p 'require(process.argv[1]).version' \
   "$HERE/node_modules/openid-client/package.json")"
+JAM_VERSION="$(node -p 'require(process.argv[1]).version' "$HERE/node_modules/jmap-jam/package.json")"
 echo "interop: node $(node --version), jose $JOSE_VERSION, openid-client $OIDC_VERSION," \
-  "keyward $KEYWARD"
+  "jmap-jam $JAM_VERSION, keyward $KEYWARD"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
 SERVER_PID=""
@@ -340,8 +346,9 @@ echo "correct horse battery staple" |
   --audience "$MAIL_AUD" --scope Mail.Read --scope Mail.Send >conf.json 2>/dev/null
 "$KEYWARD" app create --data-dir "$DATA" --tenant "$TENANT_LIVE" --name web --public \
   --redirect-uri http://127.0.0.1:9/callback --audience "$MAIL_AUD" --scope Mail.Read \
-  >pub.json 2>/dev/null
-"$KEYWARD" serve --data-dir "$DATA" --port 0 >serve.out 2>serve.err &
+  --scope Mail.ReadWrite >pub.json 2>/dev/null
+"$KEYWARD" serve --data-dir "$DATA" --port 0 --mail-audience "$MAIL_AUD" --lmtp-port 0 \
+  >serve.out 2>serve.err &
 SERVER_PID=$!
 BASE=""
 for _ in $(seq 1 100); do
@@ -430,6 +437,48 @@ if [[ "$INTROSPECT" == '{"active":false}' ]]; then
   pass "the identity service's introspection calls the forged token inactive"
 else
   fail "introspection of the forged token" "$INTROSPECT"
+fi
+
+# ---- 5. The mail service: jmap-jam, LMTP from Python's smtplib, push ----
+
+LMTP="$(sed -n 's/^lmtp on //p' serve.out)"
+printf 'From: Carol <carol@fabrikam.test>\r\nTo: alice\r\nSubject: Interop over LMTP\r\nMessage-ID: <lmtp-1@fabrikam.test>\r\nDate: Mon, 30 Nov 2026 09:00:00 +0000\r\n\r\nHanded over by smtplib.LMTP.\r\n' >lmtp.eml
+node -e '
+  const fs = require("fs");
+  const [base, issuer, lmtp] = process.argv.slice(1);
+  const pub = JSON.parse(fs.readFileSync("pub.json", "utf8"));
+  const i = lmtp.lastIndexOf(":");
+  fs.writeFileSync("jmap.json", JSON.stringify({
+    base, issuer, public: { id: pub.client_id }, redirect_uri: "http://127.0.0.1:9/callback",
+    username: "alice", password: "correct horse battery staple",
+    lmtp: { host: lmtp.slice(0, i), port: Number(lmtp.slice(i + 1)) },
+    message_file: "lmtp.eml", forged_token_file: "live-forged.jwt" }));
+' "$BASE" "$LIVE_ISSUER" "$LMTP"
+RC=0
+node "$HERE/jmap_flow.mjs" jmap.json >jmap.out 2>jmap.err || RC=$?
+while read -r line; do
+  case "$line" in
+    PASS\ *) pass "jmap-jam: ${line#PASS }" ;;
+    FAIL\ *) fail "jmap-jam: ${line#FAIL }" "see above" ;;
+  esac
+done <jmap.out
+if [[ $RC -ne 0 && ! -s jmap.out ]]; then fail "jmap-jam" "exit $RC: $(cat jmap.err)"; fi
+
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+RC=0
+"$KEYWARD" audit verify --data-dir "$DATA" >verify.out 2>&1 || RC=$?
+if [[ $RC -eq 0 ]]; then pass "the audit log of the live run verifies"; else fail "audit verify" "exit $RC: $(cat verify.out)"; fi
+"$KEYWARD" audit query --json --data-dir "$DATA" --operation TokenRejected >rejected.jsonl 2>query.err || true
+if grep -q '"key_issuer_mismatch"' rejected.jsonl && grep -q "forged-$NOW" rejected.jsonl; then
+  pass "the audit log records the forged token as TokenRejected (key_issuer_mismatch)"
+else
+  fail "TokenRejected in the audit log" "$(head -c 400 rejected.jsonl) $(cat query.err)"
+fi
+"$KEYWARD" audit query --json --data-dir "$DATA" --operation MailItemsAccessed >reads.jsonl 2>/dev/null || true
+if grep -q 'lmtp-1@fabrikam.test' reads.jsonl; then
+  pass "the audit log records jmap-jam's reads item by item (Internet message id)"
+else
+  fail "MailItemsAccessed in the audit log" "$(head -c 400 reads.jsonl)"
 fi
 
 echo "$PASSED passed, $FAILED failed"
