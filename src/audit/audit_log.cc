@@ -517,7 +517,7 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   }
   Impl* raw = impl.get();
   raw->writer_thread = std::thread([raw] { raw->WriterLoop(); });
-  raw->sync_thread = std::thread([raw] { raw->SyncLoop(); });
+  if (raw->opt.fsync) raw->sync_thread = std::thread([raw] { raw->SyncLoop(); });
   raw->cp_thread = std::thread([raw] { raw->CheckpointLoop(); });
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
 }
@@ -581,14 +581,16 @@ uint64_t AuditLog::first_seq() const {
 //                output buffer, write(2)s it (one call per kWriteChunkBytes) and publishes the
 //                newest written seq to the sync thread
 //   sync thread  fdatasyncs the segment that holds the newest written seq, then publishes
-//                durable_seq and wakes the waiters
+//                durable_seq and wakes the waiters (with fsync off there is no sync thread:
+//                the writer publishes what it wrote)
 //
 // While the sync thread waits for the disk, the writer forms and writes the next group, so a
 // group is whatever arrived during the previous fsync. Acknowledgement is by sequence number: a
 // record is durable once durable_seq >= its seq, and fdatasync makes everything written to the
-// file before the call durable. Only the sync thread calls fdatasync on the newest segment (the
-// writer syncs a segment it closes), so success reports are never ambiguous: once one fails,
-// nothing after it is acknowledged (the kernel reports a writeback error to one caller only).
+// file before the call durable. Only the sync thread calls fdatasync on a segment, one call at a
+// time (the writer closing a segment waits for it): the kernel reports a writeback error to one
+// of several concurrent callers only, so a success beside another caller would prove nothing.
+// Once an fsync fails, nothing after it is acknowledged.
 
 Result<uint64_t> AuditLog::Append(AuditRecord record) {
   KW_ASSIGN_OR_RETURN(uint64_t seq, impl_->Submit(&record, 1));
@@ -747,7 +749,7 @@ void AuditLog::Impl::SyncLoop() {
     const uint64_t index = written_index;
     l.unlock();
     Status st;
-    if (opt.fsync && ::fdatasync(file->fd) != 0) st = ErrnoStatus("fsync", SegPath(index), errno);
+    if (::fdatasync(file->fd) != 0) st = ErrnoStatus("fsync", SegPath(index), errno);
     file.reset();
     l.lock();
     if (!st.ok()) {
@@ -762,11 +764,13 @@ void AuditLog::Impl::SyncLoop() {
   }
 }
 
+// REQUIRES: the writer thread, with everything written to the current segment handed over
+// (FlushWritten).
 Status AuditLog::Impl::OpenNextSegment() {
   if (seg) {
-    if (opt.fsync && ::fdatasync(seg->fd) != 0) {
-      return ErrnoStatus("fsync", SegPath(seg_index), errno);
-    }
+    // The sync thread makes the closing segment durable; the writer does not fdatasync it
+    // itself, because of two concurrent callers only one would learn of a writeback error.
+    KW_RETURN_IF_ERROR(WaitDurable(next_seq - 1));
     seg.reset();
     std::lock_guard l(seg_mu);
     if (!segments.empty() && segments.back().index == seg_index) {
@@ -794,7 +798,13 @@ Status AuditLog::Impl::FlushWritten(std::string& out) {
   KW_RETURN_IF_ERROR(WriteAll(seg->fd, out, SegPath(seg_index)));
   seg_size += out.size();
   out.clear();
-  std::lock_guard l(mu);
+  std::unique_lock l(mu);
+  if (!opt.fsync) {  // no sync thread: written is as durable as this log gets
+    durable = {next_seq - 1, last_hash, 0};
+    l.unlock();
+    PublishDurable(next_seq - 1);
+    return Status::Ok();
+  }
   written_seq = next_seq - 1;
   written_hash = last_hash;
   written_file = seg;
