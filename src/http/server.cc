@@ -417,6 +417,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     req.body = std::move(breq.body());
     req.remote_address = remote_;
+    if (!options_.trusted_proxies.empty()) ApplyForwardedFor(&req);
     req.request_id = request_id_;
     bool keep_alive = breq.keep_alive();
 
@@ -451,6 +452,25 @@ class Session : public std::enable_shared_from_this<Session> {
       m->set(bhttp::field::cache_control, "no-store");
     }
     m->set(bhttp::field::date, HttpDate(options_.clock->NowSeconds()));
+  }
+
+  // X-Forwarded-For from a trusted proxy: the last address is the one the proxy saw.
+  void ApplyForwardedFor(Request* req) const {
+    std::string peer = req->ClientIp();
+    if (std::find(options_.trusted_proxies.begin(), options_.trusted_proxies.end(), peer) ==
+        options_.trusted_proxies.end()) {
+      return;
+    }
+    auto xff = req->Header("X-Forwarded-For");
+    if (!xff) return;
+    std::string_view list = *xff;
+    size_t comma = list.rfind(',');
+    std::string_view last = Trim(comma == std::string_view::npos ? list : list.substr(comma + 1));
+    error_code ec;
+    auto addr = net::ip::make_address(std::string(last), ec);
+    if (ec) return;  // not an address: keep the peer
+    req->remote_address = addr.is_v6() ? fmt::format("[{}]:0", addr.to_string())
+                                       : fmt::format("{}:0", addr.to_string());
   }
 
   void Send(Response r, bool keep_alive, bool head) {

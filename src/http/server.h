@@ -59,6 +59,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/status.h"
@@ -81,6 +82,12 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{60'000};
   // How long Stop() lets in-flight requests finish before closing their connections.
   std::chrono::milliseconds shutdown_timeout{10'000};
+
+  // Peers (IP literals, e.g. a reverse proxy on loopback) whose X-Forwarded-For is believed: for
+  // a request from one of them, Request::remote_address becomes "<last X-Forwarded-For
+  // address>:0" (the address the proxy saw), so ClientIp() and audit records name the real
+  // client. From any other peer the header is ignored. Empty (default): never believed.
+  std::vector<std::string> trusted_proxies;
 
   // For the Date header. Must outlive the server.
   const Clock* clock = Clock::System();

@@ -237,6 +237,11 @@ class ServerTest : public ::testing::Test {
       r.headers.emplace("X-Injected", "a\r\nSet-Cookie: evil=1");
       return r;
     });
+    add("GET", "/ip", [](const Request& req) {
+      Response r;
+      r.body = req.ClientIp();
+      return r;
+    });
     add("GET", "/events", [this](const Request&) {
       auto body = std::make_shared<StreamBody>(stream_limit_);
       body->OnClose([this] { stream_closed_.store(true); });
@@ -307,6 +312,30 @@ class ServerTest : public ::testing::Test {
   std::atomic<bool> stream_closed_{false};
   size_t stream_limit_ = 1 << 20;
 };
+
+TEST_F(ServerTest, ForwardedForIsBelievedFromTrustedProxiesOnly) {
+  {
+    StartServer();  // no trusted proxy: the header is ignored
+    Client c(port());
+    auto r = RoundTrip(c, Http("GET", "/ip", "", "X-Forwarded-For: 203.0.113.9\r\n"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body(), "127.0.0.1");
+  }
+  server_.reset();
+  ServerOptions o = TestOptions();
+  o.trusted_proxies = {"127.0.0.1"};
+  StartServer(o);
+  Client c(port());
+  auto r = RoundTrip(c, Http("GET", "/ip", "", "X-Forwarded-For: 198.51.100.1, 203.0.113.9\r\n"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), "203.0.113.9");  // the address the proxy saw
+  r = RoundTrip(c, Http("GET", "/ip", "", "X-Forwarded-For: 2001:db8::7\r\n"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), "2001:db8::7");
+  r = RoundTrip(c, Http("GET", "/ip", "", "X-Forwarded-For: not-an-ip\r\n"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body(), "127.0.0.1");
+}
 
 TEST_F(ServerTest, StreamedBodyIsChunkedAndEndsWhenTheProducerFinishes) {
   StartServer();

@@ -47,6 +47,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,10 @@ struct MailServiceOptions {
   // address is preferred_username when it contains '@', else "<username>@<tenant id>".
   bool auto_provision = true;
   token::VerifiedTokenCache::Options token_cache;
+  // Replaces the token check (default: a token::Verifier with the policy above). Only the
+  // campaign simulator sets it, to run the mail service behind a reproduction of the 2023 flaw
+  // (src/sim/legacy_verifier.h); `keyward serve` has no way to set it.
+  std::function<token::VerifyResult(std::string_view token)> verify_override;
 };
 
 class MailService {
