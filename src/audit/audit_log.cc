@@ -657,6 +657,8 @@ Result<uint64_t> AuditLog::Impl::Submit(AuditRecord* records, size_t n) {
   }
   l.unlock();
   writer_cv.notify_one();
+  // A thread that once submitted a huge batch does not keep its buffer.
+  if (scratch.bodies.capacity() > kMaxPendingBytes) std::string().swap(scratch.bodies);
   return first + n - 1;
 }
 
@@ -726,6 +728,10 @@ void AuditLog::Impl::WriterLoop() {
     space_cv.notify_all();
     Status s = WriteGroup(group, out);
     group.Clear();
+    if (group.bodies.capacity() > kMaxPendingBytes) {  // after a batch larger than the limit
+      group = Pending();
+      std::string().swap(out);
+    }
     if (!s.ok()) {
       std::lock_guard l(mu);
       SetBroken(s);
