@@ -42,7 +42,7 @@ check "inspect decodes without trust" 0 '"verified": false' -- "$KW" token inspe
 check "inspect malformed" 1 'cannot decode: malformed' -- "$KW" token inspect "a.b"
 check "unknown algorithm" 2 "unsupported --alg" -- "$KW" keys generate --alg HS256
 check "sign needs an object" 2 'JSON object' -- "$KW" token sign --key "$tmp/k1.json" --claims '[1]'
-check "demo refuses every forgery" 0 'every outcome as expected' -- "$KW" demo
+check "demo refuses every forgery" 0 'every outcome as expected' -- "$KW" demo --guard-only
 check "no subcommand" 2 'subcommand' -- "$KW"
 
 # Identity directory administration on a fresh data directory.

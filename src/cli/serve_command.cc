@@ -36,41 +36,6 @@
 namespace kw::cli {
 namespace {
 
-// A port that was free a moment ago on `address` (bound with port 0, then released).
-Result<uint16_t> PickFreePort(const std::string& address) {
-  const bool v6 = address.find(':') != std::string::npos;
-  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return UnavailableError("cannot create a socket to pick a port");
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    if (::inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) != 1) {
-      ::close(fd);
-      return InvalidArgumentError(fmt::format("--listen '{}' is not an IP literal", address));
-    }
-    len = sizeof(*a);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    if (::inet_pton(AF_INET, address.c_str(), &a->sin_addr) != 1) {
-      ::close(fd);
-      return InvalidArgumentError(fmt::format("--listen '{}' is not an IP literal", address));
-    }
-    len = sizeof(*a);
-  }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    ::close(fd);
-    return UnavailableError(fmt::format("cannot bind {}: {}", address, std::strerror(errno)));
-  }
-  uint16_t port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-  ::close(fd);
-  return port;
-}
-
 struct ServeFlags {
   std::string data_dir;
   std::string listen = "127.0.0.1";
@@ -151,7 +116,7 @@ int RunServe(const ServeFlags& f) {
   // before the services open: with --port 0 and no --base-url, take a free port now.
   uint16_t port = f.port;
   if (port == 0 && f.base_url.empty()) {
-    auto free_port = PickFreePort(f.listen);
+    auto free_port = http::PickFreePort(f.listen);
     if (!free_port.ok()) {
       std::cerr << "keyward: " << free_port.status().message() << "\n";
       return kExitUsage;

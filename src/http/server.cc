@@ -1,10 +1,16 @@
 #include "http/server.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <signal.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
@@ -990,5 +996,40 @@ void Server::RequestStop() { impl_->RequestStop(); }
 void Server::Wait() { impl_->Wait(); }
 void Server::Stop() { impl_->Stop(); }
 size_t Server::active_connections() const { return impl_->active_connections(); }
+
+// A port that was free a moment ago on `address` (bound with port 0, then released).
+Result<uint16_t> PickFreePort(const std::string& address) {
+  const bool v6 = address.find(':') != std::string::npos;
+  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return UnavailableError("cannot create a socket to pick a port");
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    if (::inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) != 1) {
+      ::close(fd);
+      return InvalidArgumentError(fmt::format("'{}' is not an IP literal", address));
+    }
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    if (::inet_pton(AF_INET, address.c_str(), &a->sin_addr) != 1) {
+      ::close(fd);
+      return InvalidArgumentError(fmt::format("'{}' is not an IP literal", address));
+    }
+    len = sizeof(*a);
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    ::close(fd);
+    return UnavailableError(fmt::format("cannot bind {}: {}", address, std::strerror(errno)));
+  }
+  uint16_t port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  ::close(fd);
+  return port;
+}
 
 }  // namespace kw::http

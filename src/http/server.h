@@ -138,4 +138,9 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
+// A port that was free a moment ago on `address` (an IP literal): bound with port 0, then
+// released. For programs that must know their URL before the server starts (issuers are fixed
+// at start); another process may take it in between, which Start() then reports.
+Result<uint16_t> PickFreePort(const std::string& address);
+
 }  // namespace kw::http

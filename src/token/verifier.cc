@@ -1,5 +1,8 @@
 #include "token/verifier.h"
 
+#include "core/base64url.h"
+#include "core/json.h"
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -79,12 +82,34 @@ Reason Verifier::CheckIssuer(const Claims& c, std::string* detail) const {
   return Reason::kIssuerMismatch;
 }
 
+void ReadAssertedFacts(std::string_view token, const JwsLimits& limits, VerifyResult* r) {
+  if (token.size() > limits.max_token_bytes) return;
+  size_t dot1 = token.find('.');
+  size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos) return;
+  std::string header, payload;
+  if (!Base64UrlDecodeInto(token.substr(0, dot1), &header)) return;
+  thread_local json::StrictParser parser(limits.max_token_bytes, limits.max_json_depth);
+  if (auto h = parser.Parse(header); h.ok() && h->is_object()) {
+    json::Object o = h->get_object().value_unsafe();
+    if (auto kid = json::FindString(o, "kid")) r->kid = std::string(kid->substr(0, 256));
+    if (auto alg = json::FindString(o, "alg")) r->alg = std::string(alg->substr(0, 32));
+  }
+  if (!Base64UrlDecodeInto(token.substr(dot1 + 1, dot2 - dot1 - 1), &payload)) return;
+  Claims c;
+  if (ParseClaims(payload, limits, &c, nullptr) != Reason::kOk) return;
+  r->iss = c.iss;
+  r->tid = c.tid;
+  r->claims_json = c.json;
+}
+
 VerifyResult Verifier::VerifyUncached(std::string_view token) const {
   VerifyResult r;
   ParsedJws jws;
   Reason reason = ParseCompactJws(token, policy_.limits, &jws, &r.detail);
   if (reason != Reason::kOk) {
     r.reason = reason;
+    ReadAssertedFacts(token, policy_.limits, &r);
     return r;
   }
   r.kid = jws.kid;

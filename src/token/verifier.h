@@ -96,4 +96,10 @@ class Verifier {
   std::shared_ptr<VerifiedTokenCache> cache_;
 };
 
+// For a token refused before its header was accepted (alg "none", HS256, a jku header...): fills
+// r->kid, alg, iss, tid and claims_json with what the token asserted, best effort, so that the
+// audit record of the refusal names the tenant, issuer, key and claims it claimed. Nothing read
+// here is verified; it must never be used for a decision.
+void ReadAssertedFacts(std::string_view token, const JwsLimits& limits, VerifyResult* r);
+
 }  // namespace kw::token

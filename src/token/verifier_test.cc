@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "core/base64url.h"
 #include "core/file.h"
 #include "token/test_util.h"
 
@@ -117,6 +118,26 @@ TEST_F(VerifierTest, AlgorithmPolicy) {
   auto v = fixture_->MakeVerifier(p);
   EXPECT_TRUE(v->Verify(fixture_->Good("a-es")).ok());
   EXPECT_EQ(v->Verify(fixture_->Good("a-rs")).reason, Reason::kAlgNotAllowed);
+}
+
+// A token refused at its header still tells the audit record what it claimed.
+TEST_F(VerifierTest, RefusedHeaderStillReportsWhatTheTokenAsserted) {
+  auto v = fixture_->MakeVerifier();
+  std::string claims = Claims(IssuerOf(kTenantA), kTenantA);
+  std::string none = Base64UrlEncode(R"({"alg":"none","kid":"a-es","typ":"JWT"})") + "." + Base64UrlEncode(claims) + ".";
+  VerifyResult r = v->Verify(none);
+  EXPECT_EQ(r.reason, Reason::kAlgNotAllowed);
+  EXPECT_EQ(r.tid, kTenantA);
+  EXPECT_EQ(r.iss, IssuerOf(kTenantA));
+  EXPECT_EQ(r.kid, "a-es");
+  EXPECT_EQ(r.alg, "none");
+  EXPECT_EQ(r.claims_json, claims);
+  EXPECT_FALSE(r.token);
+  // Garbage stays garbage: nothing is made up.
+  VerifyResult g = v->Verify("not.a.token");
+  EXPECT_NE(g.reason, Reason::kOk);
+  EXPECT_TRUE(g.tid.empty());
+  EXPECT_TRUE(g.claims_json.empty());
 }
 
 TEST_F(VerifierTest, EmptyIssuerListStillBindsKeysToIssuers) {

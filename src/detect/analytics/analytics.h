@@ -7,6 +7,7 @@
 //   Sigma (src/detect/rules/storm-0558/*.yml, compiled in):
 //     d40e8744-...  TokenRejected for key_issuer_mismatch / tenant_mismatch / consumer token
 //     392e7f02-...  TokenRejected for unknown_kid / key_revoked / key_retired / key_expired / ...
+//     a0058802-...  TokenRejected for forged headers: alg_not_allowed / bad_signature / jwk-jku / ...
 //     ba5b1fd0-...  TokenTenantId differs from OrganizationId (fieldref)
 //     0a0d5c4a-...  published proxy / web panel IPs            (expand %storm0558_ips%)
 //     b88ec045-...  published user agents                      (expand %storm0558_user_agents%)
