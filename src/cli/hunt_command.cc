@@ -53,6 +53,8 @@ class AnalyticsProcessor final : public detect::RecordProcessor {
     Status s = a_->Commit();
     if (!s.ok()) std::cerr << "keyward: saving the baselines: " << s.message() << "\n";
   }
+  // Every baseline, window and session of the analytics belongs to one tenant.
+  std::string_view PartitionField() const override { return "OrganizationId"; }
 
  private:
   std::unique_ptr<detect::analytics::StormAnalytics> a_;
@@ -143,13 +145,15 @@ int RunHunt(const HuntFlags& f) {
   }
 
   // The Storm-0558 analytics (their Sigma rules and the stateful detectors) run with the
-  // built-in set.
-  std::unique_ptr<AnalyticsProcessor> analytics;
+  // built-in set, one instance per hunt worker (each opens the baseline database; each writes
+  // only its own tenants' rows).
+  detect::HuntOptions o;
   if ((f.rules.empty() || f.builtin) && !f.no_analytics) {
     detect::analytics::AnalyticsOptions ao;
     ao.db_path = f.baseline_db;
     ao.extra_indicator_paths = f.indicators;
     ao.learning_days = f.learning_days;
+    // Opened once here to report its rules (and fail early); the hunt opens one per worker.
     detect::LoadReport areport;
     auto a = detect::analytics::StormAnalytics::Open(ao, &areport);
     if (!a.ok()) {
@@ -162,12 +166,19 @@ int RunHunt(const HuntFlags& f) {
     }
     report.rules += areport.rules;
     report.correlations += areport.correlations;
-    analytics = std::make_unique<AnalyticsProcessor>(std::move(*a));
+    auto first = std::make_shared<std::unique_ptr<detect::analytics::StormAnalytics>>(std::move(*a));
+    o.make_extra = [ao, first]() -> Result<std::unique_ptr<detect::RecordProcessor>> {
+      std::unique_ptr<detect::analytics::StormAnalytics> one;
+      if (*first) {
+        one = std::move(*first);
+      } else {
+        KW_ASSIGN_OR_RETURN(one, detect::analytics::StormAnalytics::Open(ao));
+      }
+      return std::unique_ptr<detect::RecordProcessor>(new AnalyticsProcessor(std::move(one)));
+    };
   }
 
-  detect::HuntOptions o;
   o.inputs = f.inputs;
-  o.extra = analytics.get();
   o.format = *format;
   o.threads = f.threads;
   const bool progress = !f.quiet && ::isatty(2);

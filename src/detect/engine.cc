@@ -276,7 +276,8 @@ struct CorrInput {
   const std::vector<std::pair<std::string, std::string>>* group_by;
   std::string value;  // value_count/sum/avg field value
   bool has_value;
-  std::string evidence;  // event JSON or inner alert JSON
+  // Event JSON or inner alert JSON, shared by every correlation window the event joins.
+  std::shared_ptr<const std::string> evidence;
 };
 
 struct WindowEntry {
@@ -286,7 +287,7 @@ struct WindowEntry {
   double number;
   bool has_number;
   bool has_value;
-  std::string evidence;
+  std::shared_ptr<const std::string> evidence;
 };
 
 struct GroupState {
@@ -323,6 +324,9 @@ struct Engine::Impl {
   std::string time_text;
   int64_t last_time = 0;
   std::string event_json_copy;
+  CorrInput feed_in;
+  std::vector<std::pair<std::string, std::string>> feed_gb;
+  std::shared_ptr<const std::string> event_evidence;  // this event's text, once a window needs it
   Stats* stats;
 
   Impl(const RuleSet& rs, Stats* s)
@@ -488,18 +492,26 @@ struct Engine::Impl {
   void Feed(int ci, CorrInput& in, AlertSink& sink) {
     const CorrelationRule& c = d->correlations[ci];
     CorrState& cs = corr[ci];
-    if (cs.newest != INT64_MIN && in.time < cs.newest - c.timespan_ms) {
+    // Lateness is judged per group, in the group's own event time: whether an event can still
+    // join a window then depends only on the events of its group, not on how other groups (other
+    // tenants, files read earlier) are interleaved with it, or on which worker runs the group.
+    auto known = cs.groups.find(in.key);
+    if (known != cs.groups.end() && known->second.newest != INT64_MIN &&
+        in.time < known->second.newest - c.timespan_ms) {
       ++stats->late_events;
       return;
     }
     cs.newest = std::max(cs.newest, in.time);
+    bool swept = false;
     if (++cs.inputs % 4096 == 0) {
+      swept = true;
       for (auto it = cs.groups.begin(); it != cs.groups.end();) {
         if (it->second.newest < cs.newest - 2 * c.timespan_ms) it = cs.groups.erase(it);
         else ++it;
       }
     }
     if (cs.groups.size() >= kMaxGroupsPerCorrelation && cs.groups.count(in.key) == 0) {
+      swept = true;
       for (auto it = cs.groups.begin(); it != cs.groups.end();) {
         if (it->second.newest < cs.newest - c.timespan_ms) it = cs.groups.erase(it);
         else ++it;
@@ -509,7 +521,10 @@ struct Engine::Impl {
         return;
       }
     }
-    GroupState& g = cs.groups[in.key];
+    // The sweeps above may have erased the group `known` pointed to.
+    if (swept) known = cs.groups.find(in.key);
+    if (known == cs.groups.end()) known = cs.groups.try_emplace(in.key).first;
+    GroupState& g = known->second;
     if (g.group_by.empty() && in.group_by) g.group_by = *in.group_by;
     g.newest = std::max(g.newest, in.time);
     WindowEntry we{in.time, in.ref_pos, std::move(in.value), 0, false, in.has_value,
@@ -527,7 +542,7 @@ struct Engine::Impl {
     size_t at = static_cast<size_t>(pos - g.entries.begin());
     g.entries.insert(pos, std::move(we));
     // Entries older than this cannot share a window with any event still accepted.
-    while (!g.entries.empty() && g.entries.front().time < cs.newest - 2 * c.timespan_ms) {
+    while (!g.entries.empty() && g.entries.front().time < g.newest - 2 * c.timespan_ms) {
       g.entries.pop_front();
       --at;
     }
@@ -563,14 +578,14 @@ struct Engine::Impl {
       // Keep the first and the last events when there are more than the evidence limit.
       size_t k = i - b;
       if (n > kMaxEvidenceEvents && k >= kMaxEvidenceEvents / 2 && k < n - kMaxEvidenceEvents / 2) continue;
-      a.evidence.push_back(g.entries[i].evidence);
+      a.evidence.push_back(*g.entries[i].evidence);
     }
     if (c.emit) {
       ++stats->alerts;
       sink.OnAlert(a);
     }
     if (c.parents.empty()) return;
-    std::string summary = a.ToJson();
+    auto summary = std::make_shared<const std::string>(a.ToJson());
     for (int p : c.parents) {
       const CorrelationRule& pc = d->correlations[p];
       for (size_t k = 0; k < pc.refs.size(); ++k) {
@@ -616,21 +631,27 @@ struct Engine::Impl {
       const CorrelationRule& c = d->correlations[ci];
       for (size_t k = 0; k < c.refs.size(); ++k) {
         if (c.refs[k].correlation || c.refs[k].index != rule_index) continue;
-        CorrInput in;
+        // The input, its key and group-by list reuse their buffers from event to event: no
+        // allocation unless the group is new; the event's text is copied once however many
+        // windows it joins.
+        CorrInput& in = feed_in;
         in.ref_pos = static_cast<int>(k);
         in.time = time;
-        std::vector<std::pair<std::string, std::string>> gb;
-        std::string v;
+        in.key.clear();
+        in.value.clear();
+        feed_gb.resize(c.group_by.size());
         for (size_t g = 0; g < c.group_by.size(); ++g) {
+          auto& [name, v] = feed_gb[g];
+          name.assign(c.group_by[g]);
           v.clear();
           view.FirstText(c.group_fields[k][g], &v);
           in.key += v;
           in.key += '\x1f';
-          gb.push_back({c.group_by[g], v});
         }
-        in.group_by = &gb;
+        in.group_by = &feed_gb;
         in.has_value = c.value_field[k] >= 0 && view.FirstText(c.value_field[k], &in.value);
-        in.evidence.assign(event_json);
+        if (!event_evidence) event_evidence = std::make_shared<const std::string>(event_json);
+        in.evidence = event_evidence;
         Feed(ci, in, sink);
       }
     }
@@ -662,6 +683,7 @@ struct Engine::Impl {
 
   Status Process(std::string_view event_json, const LogSource& hint, AlertSink& sink) {
     ++stats->events;
+    event_evidence.reset();
     if (!scratch_ok) return ResourceExhaustedError("could not allocate Hyperscan scratch space");
     if (buf.capacity() < event_json.size() + simdjson::SIMDJSON_PADDING) {
       buf.reserve(2 * (event_json.size() + simdjson::SIMDJSON_PADDING));

@@ -55,8 +55,11 @@
 //
 // Correlations. Windows slide in event time, not wall time. State is per (correlation, group-by
 // value tuple). Out-of-order events: an event is placed at its own time inside the window; an
-// event older than (newest time seen by this correlation - timespan) can no longer join any
-// window with newer events and is dropped (Stats::late_events). When a correlation fires, its
+// event older than (newest time seen in its group - timespan) can no longer join any window with
+// newer events and is dropped (Stats::late_events); other groups' times do not count, so the
+// alerts of a group depend only on its own events, whatever else the Engine sees. A group with no
+// event within 2 timespans of the newest event this correlation saw is forgotten (memory bound).
+// When a correlation fires, its
 // group's window is cleared, so each alert is backed by a fresh set of events. Thresholds are
 // tested every time an event joins a group's window; an `lt`/`lte` condition can therefore fire on
 // the first event of a group (the same thing a per-window SIEM query would report).
@@ -148,6 +151,9 @@ struct RuleInfo {
   int line = 0;
   bool is_correlation = false;
   std::string correlation_type;  // event_count, value_count, temporal, ...
+  // Correlation: the group-by field names that are not aliases (an alias names a different field
+  // per referenced rule). Hunt routes events by one of them to run correlations on all workers.
+  std::vector<std::string> group_by;
 };
 
 // An alert. Valid only during AlertSink::OnAlert (views point into the Engine's buffers and the

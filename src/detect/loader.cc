@@ -661,6 +661,9 @@ struct Loader::Impl {
     c.generate = Truthy(corr["generate"]) || Truthy(doc["generate"]);
     YAML::Mark mark = doc.Mark();
     mark.line += line_offset_;  // linking happens after all files: keep the absolute line
+    for (const auto& g : c.group_by) {
+      if (!c.aliases.count(g)) c.info.group_by.push_back(g);
+    }
     correlations.push_back({std::move(c), mark});
     return std::nullopt;
   }

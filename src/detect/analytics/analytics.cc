@@ -55,6 +55,40 @@ std::string Join(std::initializer_list<std::string_view> parts) {
   return out;
 }
 
+// Hash maps keyed by joined strings, looked up with a string_view built in a reused buffer, so
+// that a lookup of an existing key allocates nothing.
+struct KeyHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <typename V>
+using KeyMap = std::unordered_map<std::string, V, KeyHash, std::equal_to<>>;
+using KeySet = std::unordered_set<std::string, KeyHash, std::equal_to<>>;
+
+// Join() into *out, reusing its buffer.
+std::string_view JoinInto(std::string* out, std::initializer_list<std::string_view> parts) {
+  out->clear();
+  bool first = true;
+  for (auto p : parts) {
+    if (!first) out->push_back(kSep);
+    first = false;
+    out->append(p);
+  }
+  return *out;
+}
+
+void MarkDirty(KeySet& set, std::string_view key) {
+  if (set.find(key) == set.end()) set.emplace(key);
+}
+
+// The entry for `key`, value-initialised (or `init`) when new.
+template <typename V>
+V& Slot(KeyMap<V>& m, std::string_view key, const V& init = V()) {
+  auto it = m.find(key);
+  if (it == m.end()) it = m.emplace(std::string(key), init).first;
+  return it->second;
+}
+
 std::vector<std::string> Split(const std::string& key) {
   std::vector<std::string> out;
   size_t start = 0;
@@ -360,7 +394,44 @@ class CountingSink final : public AlertSink {
 
 // ---- addresses ---------------------------------------------------------------------------------
 
+namespace {
+
+// The common case, "a.b.c.d" or "a.b.c.d:port" in canonical dotted decimal, without inet_pton or
+// an allocation: "a.b.c.0/24" into *out. False for anything else (NetworkPrefix decides).
+bool FastIpv4Prefix(std::string_view address, std::string* out) {
+  size_t colon = address.find(':');
+  if (colon != std::string_view::npos) {
+    if (address.find(':', colon + 1) != std::string_view::npos) return false;
+    address = address.substr(0, colon);
+  }
+  size_t part_start[4];
+  int parts = 0;
+  size_t i = 0;
+  while (parts < 4) {
+    size_t start = i;
+    int value = 0;
+    while (i < address.size() && address[i] >= '0' && address[i] <= '9' && i - start < 3) {
+      value = value * 10 + (address[i] - '0');
+      ++i;
+    }
+    size_t len = i - start;
+    if (len == 0 || value > 255 || (len > 1 && address[start] == '0')) return false;
+    part_start[parts++] = start;
+    if (parts == 4) break;
+    if (i >= address.size() || address[i] != '.') return false;
+    ++i;
+  }
+  if (i != address.size()) return false;
+  out->assign(address.substr(0, part_start[3]));
+  out->append("0/24");
+  return true;
+}
+
+}  // namespace
+
 std::string NetworkPrefix(std::string_view address) {
+  std::string fast;
+  if (FastIpv4Prefix(address, &fast)) return fast;
   std::string a(address);
   // "[v6]:port" / "[v6]"
   if (!a.empty() && a.front() == '[') {
@@ -457,33 +528,43 @@ class StormAnalytics::Impl {
     int64_t time_ms;
     int state;
   };
-  std::unordered_map<std::string, int64_t> tenant_first;
-  std::unordered_map<std::string, AppTenant> app_tenant;
-  std::unordered_map<std::string, int64_t> app_mailbox;
-  std::unordered_map<std::string, UserProfile> users;
-  std::unordered_map<std::string, std::pair<int64_t, int>> user_prefix;  // first_ms, state
-  std::unordered_map<std::string, int64_t> tenant_prefix;                // users
-  std::unordered_map<std::string, Expiring> sessions;
-  std::unordered_map<std::string, Expiring> tokens;
-  std::unordered_map<std::string, int64_t> vouched;  // session key -> last seen
-  std::unordered_set<std::string> d_tenant, d_app_tenant, d_app_mailbox, d_users, d_user_prefix,
-      d_tenant_prefix, d_sessions, d_tokens, d_vouched;
+  KeyMap<int64_t> tenant_first;
+  KeyMap<AppTenant> app_tenant;
+  KeyMap<int64_t> app_mailbox;
+  KeyMap<UserProfile> users;
+  KeyMap<std::pair<int64_t, int>> user_prefix;  // first_ms, state
+  KeyMap<int64_t> tenant_prefix;                // users
+  KeyMap<Expiring> sessions;
+  KeyMap<Expiring> tokens;
+  KeyMap<int64_t> vouched;  // session key -> last seen
+  KeySet d_tenant, d_app_tenant, d_app_mailbox, d_users, d_user_prefix, d_tenant_prefix,
+      d_sessions, d_tokens, d_vouched;
+  // Event time per tenant (newest event of the tenant). Windows, grace periods and retention
+  // count in the tenant's own time, so a tenant's alerts depend only on its own records (a hunt
+  // may run each tenant on another worker; merged exports need not interleave tenants in time).
+  KeyMap<int64_t> tenant_clock;
+  int64_t now_ms = INT64_MIN;  // tenant_clock of the current record's tenant
+  // Reused key buffers (no allocation for keys already known).
+  std::string k_app, k_mailbox, k_bulk, k_user, k_user_prefix, k_tenant_prefix, k_session[2],
+      k_prefix, k_scratch;
+  std::vector<std::string> spare;  // recycled evidence strings of bulk windows
 
   // In-memory windows.
   struct BulkState {
     std::deque<std::pair<int64_t, uint64_t>> items;  // time, hash of InternetMessageId
     std::unordered_map<uint64_t, int> counts;
     std::deque<std::pair<int64_t, std::string>> records;  // time, record JSON (evidence)
+    std::string tenant;
     int64_t newest = 0;
     int64_t last_alert_ms = INT64_MIN;
   };
-  std::unordered_map<std::string, BulkState> bulk;
+  KeyMap<BulkState> bulk;
   uint64_t bulk_ops = 0;
   struct PendingSession {
     int64_t deadline_ms;
     PendingAlert alert;
   };
-  std::unordered_map<std::string, PendingSession> pending_sessions;
+  KeyMap<PendingSession> pending_sessions;
 
   Status OpenDb();
   Status LoadBaselines();
@@ -491,7 +572,7 @@ class StormAnalytics::Impl {
   Status Write();
 
   bool Learning(std::string_view tenant, int64_t t) {
-    auto it = tenant_first.find(std::string(tenant));
+    auto it = tenant_first.find(tenant);
     if (it == tenant_first.end()) return true;
     return t < it->second + o.learning_days * kDayMs;
   }
@@ -510,7 +591,25 @@ class StormAnalytics::Impl {
   void Network(std::string_view json, bool learning, std::vector<PendingAlert>* out);
   void Sessions(std::string_view json, bool learning, std::vector<PendingAlert>* out);
   void Tokens(std::string_view json, std::vector<PendingAlert>* out);
-  void ExpirePending(AlertSink& sink);
+  // Reports pending sessions of `tenant` whose grace period ended by its clock (all tenants'
+  // when `all`).
+  void ExpirePending(AlertSink& sink, std::string_view tenant, bool all);
+  std::string RecycledCopy(std::string_view text) {
+    std::string out;
+    if (!spare.empty()) {
+      out = std::move(spare.back());
+      spare.pop_back();
+    }
+    out.assign(text);
+    return out;
+  }
+  void Recycle(std::string&& text) {
+    if (spare.size() < 256) spare.push_back(std::move(text));
+  }
+  int64_t ClockOf(std::string_view tenant) const {
+    auto it = tenant_clock.find(tenant);
+    return it == tenant_clock.end() ? clock_ms : it->second;
+  }
   void Prune();
 };
 
@@ -647,7 +746,7 @@ void StormAnalytics::Impl::FirstSeenApp(std::string_view json, bool learning,
   std::string_view app = v.app.empty() ? v.client_app : v.app;
   std::string_view client = v.client_app.empty() ? v.app : v.client_app;
   if (app.empty()) return;
-  std::string tkey = Join({v.tenant, app, client});
+  std::string_view tkey = JoinInto(&k_app, {v.tenant, app, client});
   auto it = app_tenant.find(tkey);
   bool tenant_alert = false;
   if (it == app_tenant.end()) {
@@ -661,17 +760,17 @@ void StormAnalytics::Impl::FirstSeenApp(std::string_view json, bool learning,
       facts.emplace_back("ClientAppId", std::string(client));
       facts.emplace_back("apps_known_in_tenant", std::to_string(known));
       facts.emplace_back("learning_ended",
-                         FormatIsoTime(tenant_first[std::string(v.tenant)] + o.learning_days * kDayMs));
+                         FormatIsoTime(Slot(tenant_first, v.tenant) + o.learning_days * kDayMs));
       if (!v.ip.empty()) facts.emplace_back("ClientIPAddress", std::string(v.ip));
       out->push_back({&srules.app_tenant, v.time_ms, std::move(facts), 0, v.time_ms,
                       {std::string(json)}});
     }
-    it = app_tenant.emplace(tkey, AppTenant{v.time_ms, 0, tenant_alert ? 1 : 0}).first;
-    d_app_tenant.insert(tkey);
+    it = app_tenant.emplace(std::string(tkey), AppTenant{v.time_ms, 0, tenant_alert ? 1 : 0}).first;
+    MarkDirty(d_app_tenant, tkey);
   }
   if (v.mailbox.empty()) return;
-  std::string mkey = Join({v.tenant, app, client, v.mailbox});
-  if (app_mailbox.count(mkey)) return;
+  std::string_view mkey = JoinInto(&k_mailbox, {v.tenant, app, client, v.mailbox});
+  if (app_mailbox.find(mkey) != app_mailbox.end()) return;
   if (!learning && !tenant_alert && it->second.mailboxes <= o.app_rare_mailboxes) {
     auto facts = BaseFacts();
     facts.emplace_back("AppId", std::string(app));
@@ -683,18 +782,23 @@ void StormAnalytics::Impl::FirstSeenApp(std::string_view json, bool learning,
     out->push_back({&srules.app_mailbox, v.time_ms, std::move(facts),
                     static_cast<double>(it->second.mailboxes), v.time_ms, {std::string(json)}});
   }
-  app_mailbox.emplace(mkey, v.time_ms);
-  d_app_mailbox.insert(mkey);
+  app_mailbox.emplace(std::string(mkey), v.time_ms);
+  MarkDirty(d_app_mailbox, mkey);
   ++it->second.mailboxes;
-  d_app_tenant.insert(tkey);
+  MarkDirty(d_app_tenant, tkey);
 }
 
 void StormAnalytics::Impl::Bulk(std::string_view json, bool emit, std::vector<PendingAlert>* out) {
   if (v.operation != "MailItemsAccessed" || !v.bind || v.items.empty()) return;
-  std::string key = v.session.empty()
-                        ? Join({"m", v.tenant, v.mailbox, v.app, v.client_app})
-                        : Join({"s", v.tenant, v.session});
-  BulkState& b = bulk[key];
+  std::string_view key = v.session.empty()
+                             ? JoinInto(&k_bulk, {"m", v.tenant, v.mailbox, v.app, v.client_app})
+                             : JoinInto(&k_bulk, {"s", v.tenant, v.session});
+  auto found = bulk.find(key);
+  if (found == bulk.end()) {
+    found = bulk.emplace(std::string(key), BulkState()).first;
+    found->second.tenant.assign(v.tenant);
+  }
+  BulkState& b = found->second;
   b.newest = std::max(b.newest, v.time_ms);
   int64_t cutoff = b.newest - o.bulk_window_ms;
   for (auto id : v.items) {
@@ -702,15 +806,22 @@ void StormAnalytics::Impl::Bulk(std::string_view json, bool emit, std::vector<Pe
     b.items.push_back({v.time_ms, h});
     ++b.counts[h];
   }
-  b.records.push_back({v.time_ms, std::string(json)});
+  b.records.push_back({v.time_ms, RecycledCopy(json)});
   while (!b.items.empty() && b.items.front().first < cutoff) {
     auto c = b.counts.find(b.items.front().second);
     if (--c->second == 0) b.counts.erase(c);
     b.items.pop_front();
   }
-  while (!b.records.empty() && b.records.front().first < cutoff) b.records.pop_front();
+  while (!b.records.empty() && b.records.front().first < cutoff) {
+    Recycle(std::move(b.records.front().second));
+    b.records.pop_front();
+  }
   // Evidence memory stays bounded: keep the first few and the latest records of the window.
-  if (b.records.size() > 2 * kMaxEvidenceEvents) b.records.erase(b.records.begin() + kMaxEvidenceEvents / 2);
+  if (b.records.size() > 2 * kMaxEvidenceEvents) {
+    auto middle = b.records.begin() + kMaxEvidenceEvents / 2;
+    Recycle(std::move(middle->second));
+    b.records.erase(middle);
+  }
   if (static_cast<int>(b.counts.size()) < o.bulk_distinct_items) return;
   if (b.last_alert_ms != INT64_MIN && v.time_ms < b.last_alert_ms + o.bulk_realert_ms) return;
   b.last_alert_ms = v.time_ms;
@@ -732,20 +843,27 @@ void StormAnalytics::Impl::Bulk(std::string_view json, bool emit, std::vector<Pe
   }
   b.items.clear();
   b.counts.clear();
+  for (auto& r : b.records) Recycle(std::move(r.second));
   b.records.clear();
 }
 
 void StormAnalytics::Impl::Network(std::string_view json, bool learning,
                                    std::vector<PendingAlert>* out) {
   if (v.tenant.empty() || v.user.empty() || v.ip.empty() || !Succeeded(v.result)) return;
-  std::string prefix = NetworkPrefix(v.ip);
+  std::string_view prefix;
+  if (FastIpv4Prefix(v.ip, &k_prefix)) {
+    prefix = k_prefix;
+  } else {
+    k_prefix = NetworkPrefix(v.ip);
+    prefix = k_prefix;
+  }
   if (prefix.empty()) return;
   bool signin = v.operation == "UserLoggedIn" || v.operation == "TokenIssued";
   bool mail = v.operation == "MailItemsAccessed";
-  std::string ukey = Join({v.tenant, v.user});
-  std::string pkey = Join({v.tenant, v.user, prefix});
-  std::string tpkey = Join({v.tenant, prefix});
-  UserProfile& u = users[ukey];
+  std::string_view ukey = JoinInto(&k_user, {v.tenant, v.user});
+  std::string_view pkey = JoinInto(&k_user_prefix, {v.tenant, v.user, prefix});
+  std::string_view tpkey = JoinInto(&k_tenant_prefix, {v.tenant, prefix});
+  UserProfile& u = Slot(users, ukey);
   if (u.events == 0) u.first_ms = v.time_ms;
   auto up = user_prefix.find(pkey);
   int state = up == user_prefix.end() ? -1 : up->second.second;
@@ -754,31 +872,42 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
   // seen again on another day; until then (probation) it teaches the profile nothing.
   // Sessions: a SessionId (M365) or token id (Keyward) that began with a sign-in or on a known
   // network vouches for the networks it roams to (a laptop going home keeps its session).
-  std::string skeys[2];
+  std::string_view skeys[2];
   int nkeys = 0;
-  if (!v.session.empty()) skeys[nkeys++] = Join({"s", v.tenant, v.session});
-  if (!v.signin_session.empty()) skeys[nkeys++] = Join({"s", v.tenant, v.signin_session});
+  if (!v.session.empty()) skeys[nkeys] = JoinInto(&k_session[nkeys], {"s", v.tenant, v.session}), ++nkeys;
+  if (!v.signin_session.empty()) {
+    skeys[nkeys] = JoinInto(&k_session[nkeys], {"s", v.tenant, v.signin_session});
+    ++nkeys;
+  }
   std::string_view tid = !v.token_id.empty() ? std::string_view(v.token_id) : v.detail_jti;
-  if (!tid.empty() && nkeys < 2) skeys[nkeys++] = Join({"t", tid});
+  if (!tid.empty() && nkeys < 2) skeys[nkeys] = JoinInto(&k_session[nkeys], {"t", tid}), ++nkeys;
   bool session_vouched = false;
-  for (int i = 0; i < nkeys; ++i) session_vouched = session_vouched || vouched.count(skeys[i]);
+  for (int i = 0; i < nkeys; ++i) {
+    auto vt = vouched.find(skeys[i]);
+    // Older than retention counts as unknown whether or not Prune has dropped it yet.
+    session_vouched = session_vouched ||
+                      (vt != vouched.end() && vt->second >= now_ms - o.session_retention_ms);
+  }
   bool vouched_now = signin || learning || session_vouched ||
                      (state == kPrefixProbation && DayOf(v.time_ms) != DayOf(up->second.first));
   if (state == kPrefixKnown || vouched_now) {
     for (int i = 0; i < nkeys; ++i) {
-      auto [it, fresh] = vouched.try_emplace(skeys[i], v.time_ms);
-      if (fresh || v.time_ms > it->second + 3600000) {  // refreshed hourly, written when changed
+      auto it = vouched.find(skeys[i]);
+      bool fresh = it == vouched.end();
+      if (fresh) it = vouched.emplace(std::string(skeys[i]), v.time_ms).first;
+      if (fresh || v.time_ms > it->second + 3600000 ||
+          it->second < now_ms - o.session_retention_ms) {  // refreshed hourly, written when changed
         it->second = v.time_ms;
-        d_vouched.insert(skeys[i]);
+        MarkDirty(d_vouched, skeys[i]);
       }
     }
   }
   bool vouched = vouched_now;
   if (state != kPrefixKnown && vouched) {
-    user_prefix[pkey] = {v.time_ms, kPrefixKnown};
-    d_user_prefix.insert(pkey);
-    ++tenant_prefix[tpkey];
-    d_tenant_prefix.insert(tpkey);
+    Slot(user_prefix, pkey) = {v.time_ms, kPrefixKnown};
+    MarkDirty(d_user_prefix, pkey);
+    ++Slot(tenant_prefix, tpkey);
+    MarkDirty(d_tenant_prefix, tpkey);
     state = kPrefixKnown;
   }
   int how = HourOfWeek(v.time_ms);
@@ -791,12 +920,12 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
     }
     ++u.hist[how];
     ++u.total;
-    d_users.insert(ukey);
+    MarkDirty(d_users, ukey);
     return;
   }
   if (state == -1) {
-    user_prefix[pkey] = {v.time_ms, kPrefixProbation};
-    d_user_prefix.insert(pkey);
+    Slot(user_prefix, pkey) = {v.time_ms, kPrefixProbation};
+    MarkDirty(d_user_prefix, pkey);
   }
   auto tp = tenant_prefix.find(tpkey);
   bool tenant_prefix_known = tp != tenant_prefix.end() && tp->second >= o.tenant_prefix_users;
@@ -814,7 +943,7 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
   if (frac >= o.unusual_hour_fraction) return;
   auto facts = BaseFacts();
   facts.emplace_back("ClientIPAddress", std::string(v.ip));
-  facts.emplace_back("prefix", prefix);
+  facts.emplace_back("prefix", std::string(prefix));
   size_t nprefixes = 0;
   std::string upfx = Join({v.tenant, v.user, ""});
   for (const auto& [k, st] : user_prefix) nprefixes += k.rfind(upfx, 0) == 0 && st.second == kPrefixKnown;
@@ -825,9 +954,9 @@ void StormAnalytics::Impl::Network(std::string_view json, bool learning,
   if (!v.app.empty()) facts.emplace_back("AppId", std::string(v.app));
   out->push_back({&srules.network, v.time_ms, std::move(facts), frac, v.time_ms, {std::string(json)}});
   u.last_alert_ms = v.time_ms;
-  user_prefix[pkey] = {v.time_ms, kPrefixAlerted};
-  d_user_prefix.insert(pkey);
-  d_users.insert(ukey);
+  Slot(user_prefix, pkey) = {v.time_ms, kPrefixAlerted};
+  MarkDirty(d_user_prefix, pkey);
+  MarkDirty(d_users, ukey);
 }
 
 void StormAnalytics::Impl::Sessions(std::string_view json, bool learning,
@@ -835,47 +964,59 @@ void StormAnalytics::Impl::Sessions(std::string_view json, bool learning,
   (void)out;
   if (v.keyward) return;  // Keyward records: token issuance (Tokens) is the stronger check
   if (v.operation == "UserLoggedIn" && !v.signin_session.empty() && Succeeded(v.result)) {
-    std::string sid(v.signin_session);
-    auto& s = sessions[sid];
-    if (s.state != 1) s = Expiring{std::string(v.tenant), v.time_ms, 0};
-    d_sessions.insert(sid);
-    pending_sessions.erase(sid);
+    std::string_view sid = v.signin_session;
+    auto it = sessions.find(sid);
+    if (it == sessions.end()) {
+      sessions.emplace(std::string(sid), Expiring{std::string(v.tenant), v.time_ms, 0});
+    } else if (it->second.state != 1 || it->second.time_ms < now_ms - o.session_retention_ms) {
+      it->second = Expiring{std::string(v.tenant), v.time_ms, 0};
+    }
+    MarkDirty(d_sessions, sid);
+    auto p = pending_sessions.find(sid);
+    if (p != pending_sessions.end()) pending_sessions.erase(p);
     return;
   }
   if (v.operation != "MailItemsAccessed" || v.session.empty()) return;
-  std::string sid(v.session);
+  std::string_view sid = v.session;
   auto it = sessions.find(sid);
+  // A session past retention is unknown, whether or not Prune has dropped it yet.
+  if (it != sessions.end() && it->second.time_ms < now_ms - o.session_retention_ms) {
+    sessions.erase(it);
+    it = sessions.end();
+  }
   if (it != sessions.end()) {
     if (it->second.state == 0 && v.time_ms > it->second.time_ms + 3600000) {
       it->second.time_ms = v.time_ms;  // keep long sessions from expiring (written hourly)
-      d_sessions.insert(sid);
+      MarkDirty(d_sessions, sid);
     }
     return;
   }
   if (learning) {
-    sessions[sid] = Expiring{std::string(v.tenant), v.time_ms, 0};
-    d_sessions.insert(sid);
+    sessions.emplace(std::string(sid), Expiring{std::string(v.tenant), v.time_ms, 0});
+    MarkDirty(d_sessions, sid);
     return;
   }
-  if (pending_sessions.count(sid)) return;
+  if (pending_sessions.find(sid) != pending_sessions.end()) return;
   auto facts = BaseFacts();
-  facts.emplace_back("SessionId", sid);
+  facts.emplace_back("SessionId", std::string(sid));
   if (!v.app.empty()) facts.emplace_back("AppId", std::string(v.app));
   if (!v.ip.empty()) facts.emplace_back("ClientIPAddress", std::string(v.ip));
   facts.emplace_back("grace_seconds", std::to_string(o.session_grace_ms / 1000));
-  pending_sessions[sid] = PendingSession{
+  pending_sessions[std::string(sid)] = PendingSession{
       v.time_ms + o.session_grace_ms,
       PendingAlert{&srules.session, v.time_ms, std::move(facts), 0, v.time_ms, {std::string(json)}}};
 }
 
-void StormAnalytics::Impl::ExpirePending(AlertSink& sink) {
+void StormAnalytics::Impl::ExpirePending(AlertSink& sink, std::string_view tenant, bool all) {
   for (auto it = pending_sessions.begin(); it != pending_sessions.end();) {
-    if (it->second.deadline_ms >= clock_ms) {
+    // facts.front() is the OrganizationId (BaseFacts).
+    const std::string& owner = it->second.alert.facts.front().second;
+    if (!all && (owner != tenant || it->second.deadline_ms >= now_ms)) {
       ++it;
       continue;
     }
-    sessions[it->first] = Expiring{it->second.alert.facts.front().second, it->second.alert.time_ms, 1};
-    d_sessions.insert(it->first);
+    sessions[it->first] = Expiring{owner, it->second.alert.time_ms, 1};
+    MarkDirty(d_sessions, it->first);
     ++stats.stateful_alerts;
     Emit(it->second.alert, sink);
     it = pending_sessions.erase(it);
@@ -885,17 +1026,19 @@ void StormAnalytics::Impl::ExpirePending(AlertSink& sink) {
 void StormAnalytics::Impl::Tokens(std::string_view json, std::vector<PendingAlert>* out) {
   if (!v.keyward) return;
   if (v.operation == "TokenIssued") {
-    std::string jti = !v.token_id.empty() ? std::string(v.token_id) : v.detail_jti;
+    std::string_view jti = !v.token_id.empty() ? v.token_id : std::string_view(v.detail_jti);
     if (jti.empty()) return;  // an authorization code, not an access token
-    tokens[jti] = Expiring{std::string(v.tenant), v.time_ms, 0};
-    d_tokens.insert(jti);
+    Slot(tokens, jti) = Expiring{std::string(v.tenant), v.time_ms, 0};
+    MarkDirty(d_tokens, jti);
     return;
   }
   if (v.operation != "MailItemsAccessed" || v.token_id.empty() || !Succeeded(v.result)) return;
   std::string jti(v.token_id);
-  if (tokens.count(jti)) return;
+  auto known = tokens.find(jti);
+  // Past retention counts as never seen, whether or not Prune has dropped it yet.
+  if (known != tokens.end() && known->second.time_ms >= now_ms - o.session_retention_ms) return;
   // Only tokens claiming issuance after the analytics began watching this tenant can be judged.
-  auto tf = tenant_first.find(std::string(v.tenant));
+  auto tf = tenant_first.find(v.tenant);
   int64_t watch_start = tf == tenant_first.end() ? v.time_ms : tf->second;
   int64_t iat = v.token_iat_ms;
   // iat has whole seconds: a token of the same second as the first record counts as watched.
@@ -911,35 +1054,57 @@ void StormAnalytics::Impl::Tokens(std::string_view json, std::vector<PendingAler
   out->push_back({&srules.token, v.time_ms, std::move(facts), 0, v.time_ms, {std::string(json)}});
 }
 
+// Memory only: lookups already treat entries past retention as absent, so when Prune runs does
+// not change any alert.
 void StormAnalytics::Impl::Prune() {
-  int64_t cutoff = clock_ms - o.session_retention_ms;
   for (auto* m : {&sessions, &tokens}) {
     for (auto it = m->begin(); it != m->end();) {
-      if (it->second.time_ms < cutoff) it = m->erase(it);
-      else ++it;
+      if (it->second.time_ms < ClockOf(it->second.tenant) - o.session_retention_ms) {
+        it = m->erase(it);
+      } else {
+        ++it;
+      }
     }
   }
+  // Vouched keys: "s" tenant sid, or "t" jti (no tenant: the newest time of any tenant).
   for (auto it = vouched.begin(); it != vouched.end();) {
-    if (it->second < cutoff) it = vouched.erase(it);
-    else ++it;
+    std::string_view k = it->first;
+    int64_t clock = clock_ms;
+    if (k.size() > 2 && k[0] == 's') {
+      size_t end = k.find(kSep, 2);
+      clock = ClockOf(k.substr(2, end == std::string_view::npos ? end : end - 2));
+    }
+    if (it->second < clock - o.session_retention_ms) {
+      it = vouched.erase(it);
+    } else {
+      ++it;
+    }
   }
+  const int64_t idle = 2 * std::max(o.bulk_window_ms, o.bulk_realert_ms);
   for (auto it = bulk.begin(); it != bulk.end();) {
-    if (it->second.newest < clock_ms - 2 * std::max(o.bulk_window_ms, o.bulk_realert_ms)) it = bulk.erase(it);
-    else ++it;
+    if (it->second.newest < ClockOf(it->second.tenant) - idle) {
+      it = bulk.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 
 void StormAnalytics::Impl::Stateful(std::string_view json, ProcessMode mode, AlertSink& sink) {
   if (!v.has_time) return;
   clock_ms = std::max(clock_ms, v.time_ms);
+  auto tc = tenant_clock.find(v.tenant);
+  if (tc == tenant_clock.end()) tc = tenant_clock.emplace(std::string(v.tenant), v.time_ms).first;
+  tc->second = std::max(tc->second, v.time_ms);
+  now_ms = tc->second;
   std::vector<PendingAlert> alerts;
   if (mode == ProcessMode::kWarmup) {
     Bulk(json, false, &alerts);
     return;
   }
-  if (!v.tenant.empty() && !tenant_first.count(std::string(v.tenant))) {
-    tenant_first[std::string(v.tenant)] = v.time_ms;
-    d_tenant.insert(std::string(v.tenant));
+  if (!v.tenant.empty() && tenant_first.find(v.tenant) == tenant_first.end()) {
+    tenant_first.emplace(std::string(v.tenant), v.time_ms);
+    MarkDirty(d_tenant, v.tenant);
   }
   bool learning = v.tenant.empty() || Learning(v.tenant, v.time_ms);
   if (learning) ++stats.learning_records;
@@ -948,7 +1113,7 @@ void StormAnalytics::Impl::Stateful(std::string_view json, ProcessMode mode, Ale
   Bulk(json, true, &alerts);
   Network(json, learning, &alerts);
   Sessions(json, learning, &alerts);
-  ExpirePending(sink);
+  ExpirePending(sink, v.tenant, false);
   for (const auto& a : alerts) {
     ++stats.stateful_alerts;
     Emit(a, sink);
@@ -957,7 +1122,7 @@ void StormAnalytics::Impl::Stateful(std::string_view json, ProcessMode mode, Ale
 }
 
 Status StormAnalytics::Impl::Write() {
-  auto put = [&](std::unordered_set<std::string>& dirty, std::string_view sql,
+  auto put = [&](KeySet& dirty, std::string_view sql,
                  const std::function<bool(const std::string&, sqlite::Statement&)>& bind) -> Status {
     if (dirty.empty()) return Status::Ok();
     KW_ASSIGN_OR_RETURN(auto st, db->Prepare(sql));
@@ -1039,15 +1204,21 @@ Status StormAnalytics::Impl::Write() {
                            s.Bind(1, k).Bind(2, it->second);
                            return true;
                          }));
-  if (clock_ms != INT64_MIN) {
-    int64_t cutoff = clock_ms - o.session_retention_ms;
-    for (std::string_view sql : {"DELETE FROM session WHERE last_ms < ?1",
-                                 "DELETE FROM issued_token WHERE issued_ms < ?1",
-                                 "DELETE FROM vouched_session WHERE last_ms < ?1"}) {
+  // Retention in each tenant's own time (vouched_session rows carry no tenant: the newest time
+  // of any tenant).
+  for (const auto& [tenant, clock] : tenant_clock) {
+    int64_t cutoff = clock - o.session_retention_ms;
+    for (std::string_view sql : {"DELETE FROM session WHERE tenant = ?1 AND last_ms < ?2",
+                                 "DELETE FROM issued_token WHERE tenant = ?1 AND issued_ms < ?2"}) {
       KW_ASSIGN_OR_RETURN(auto st, db->Prepare(sql));
-      st.Bind(1, cutoff);
+      st.Bind(1, tenant).Bind(2, cutoff);
       KW_RETURN_IF_ERROR(st.Run());
     }
+  }
+  if (clock_ms != INT64_MIN) {
+    KW_ASSIGN_OR_RETURN(auto st, db->Prepare("DELETE FROM vouched_session WHERE last_ms < ?1"));
+    st.Bind(1, clock_ms - o.session_retention_ms);
+    KW_RETURN_IF_ERROR(st.Run());
   }
   return Status::Ok();
 }
@@ -1101,12 +1272,11 @@ Status StormAnalytics::Process(std::string_view record_json, const LogSource& hi
 
 void StormAnalytics::Flush(AlertSink& sink) {
   Impl& m = *impl_;
-  // End of input: no sign-in can come any more for the sessions in their grace period. The
-  // event clock is restored so that retention (Commit) still counts from the newest event.
-  int64_t clock = m.clock_ms;
-  m.clock_ms = INT64_MAX;
-  m.ExpirePending(sink);
-  m.clock_ms = clock;
+  // End of input: no sign-in can come any more for the sessions in their grace period.
+  m.ExpirePending(sink, {}, /*all=*/true);
+  for (auto& [k, b] : m.bulk) {
+    for (auto& r : b.records) m.Recycle(std::move(r.second));
+  }
   m.bulk.clear();
   NullSink null;
   m.engine->Flush(null);

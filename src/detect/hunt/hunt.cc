@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include "core/json.h"
 
@@ -20,25 +21,33 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Bounded multi-producer multi-consumer queue of batches.
-class BatchQueue {
+// Work for one worker: a batch (shared by every worker it has events for) and the indices of the
+// records this worker owns, or all of them.
+struct WorkItem {
+  std::shared_ptr<const RecordBatch> batch;
+  std::vector<uint32_t> indices;
+  bool all = false;
+};
+
+// Bounded multi-producer multi-consumer queue.
+class WorkQueue {
  public:
-  explicit BatchQueue(size_t capacity) : capacity_(capacity) {}
-  // Blocks while full. False once closed for abort.
-  bool Push(RecordBatch batch) {
+  explicit WorkQueue(size_t capacity) : capacity_(capacity) {}
+  // Blocks while full. False once aborted.
+  bool Push(WorkItem item) {
     std::unique_lock lock(mu_);
     not_full_.wait(lock, [&] { return q_.size() < capacity_ || aborted_; });
     if (aborted_) return false;
-    q_.push_back(std::move(batch));
+    q_.push_back(std::move(item));
     not_empty_.notify_one();
     return true;
   }
-  // Blocks until a batch or the end; nullopt at the end.
-  std::optional<RecordBatch> Pop() {
+  // Blocks until an item or the end; nullopt at the end.
+  std::optional<WorkItem> Pop() {
     std::unique_lock lock(mu_);
     not_empty_.wait(lock, [&] { return !q_.empty() || done_ || aborted_; });
     if (q_.empty() || aborted_) return std::nullopt;
-    RecordBatch b = std::move(q_.front());
+    WorkItem b = std::move(q_.front());
     q_.pop_front();
     not_full_.notify_one();
     return b;
@@ -58,13 +67,15 @@ class BatchQueue {
  private:
   std::mutex mu_;
   std::condition_variable not_empty_, not_full_;
-  std::deque<RecordBatch> q_;
+  std::deque<WorkItem> q_;
   size_t capacity_;
   bool done_ = false;
   bool aborted_ = false;
 };
 
-// Collects alerts from every worker, one at a time.
+// Collects alerts from every worker, one at a time. Per rule it keeps the earliest
+// max_alerts_kept_per_rule alerts by (time, text), a choice that does not depend on which worker
+// reported first.
 class Collector {
  public:
   Collector(const HuntOptions& options, const AlertCallback& cb) : options_(options), cb_(cb) {}
@@ -73,33 +84,70 @@ class Collector {
     std::string json = alert.ToJson();
     std::lock_guard lock(mu_);
     ++total_;
-    RuleHits& h = hits_[alert.rule];
+    // Keyed by the rule's identity, not its address: each worker's RecordProcessor has its own
+    // copy of the same rules.
+    key_.assign(alert.rule->id).append(1, '\n').append(alert.rule->file).append(1, '\n')
+        .append(alert.rule->title);
+    PerRule& pr = rules_[key_];
+    RuleHits& h = pr.hits;
     h.rule = alert.rule;
     if (h.alerts == 0 || alert.time_ms < h.first_ms) h.first_ms = alert.time_ms;
     if (h.alerts == 0 || alert.time_ms > h.last_ms) h.last_ms = alert.time_ms;
     ++h.alerts;
     if (cb_) cb_(alert, json);
-    if (h.alerts <= options_.max_alerts_kept_per_rule) kept_.push_back(std::move(json));
+    const size_t cap = options_.max_alerts_kept_per_rule;
+    if (cap == 0) return;
+    Kept k{alert.time_ms, alert.rule, std::move(json)};
+    if (pr.kept.size() < cap) {
+      pr.kept.push_back(std::move(k));
+      std::push_heap(pr.kept.begin(), pr.kept.end(), Earlier);
+    } else if (Earlier(k, pr.kept.front())) {
+      std::pop_heap(pr.kept.begin(), pr.kept.end(), Earlier);
+      pr.kept.back() = std::move(k);
+      std::push_heap(pr.kept.begin(), pr.kept.end(), Earlier);
+    }
   }
 
   void MoveInto(HuntResult* r) {
     std::lock_guard lock(mu_);
     r->alerts = total_;
-    for (auto& [rule, h] : hits_) r->hits.push_back(h);
+    std::vector<Kept> all;
+    for (auto& [rule, pr] : rules_) {
+      r->hits.push_back(pr.hits);
+      for (auto& k : pr.kept) all.push_back(std::move(k));
+    }
     std::sort(r->hits.begin(), r->hits.end(), [](const RuleHits& a, const RuleHits& b) {
       if (a.alerts != b.alerts) return a.alerts > b.alerts;
-      return a.rule->title < b.rule->title;
+      if (a.rule->title != b.rule->title) return a.rule->title < b.rule->title;
+      return a.rule->id < b.rule->id;
     });
-    r->alerts_json = std::move(kept_);
+    std::sort(all.begin(), all.end(), Earlier);
+    r->alerts_json.reserve(all.size());
+    for (auto& k : all) r->alerts_json.push_back(std::move(k.json));
   }
 
  private:
+  struct Kept {
+    int64_t time_ms;
+    const RuleInfo* rule;
+    std::string json;
+  };
+  static bool Earlier(const Kept& a, const Kept& b) {
+    if (a.time_ms != b.time_ms) return a.time_ms < b.time_ms;
+    if (a.rule->id != b.rule->id) return a.rule->id < b.rule->id;
+    return a.json < b.json;
+  }
+  struct PerRule {
+    RuleHits hits;
+    std::vector<Kept> kept;  // a max-heap under Earlier: front() is the latest kept
+  };
+
   const HuntOptions& options_;
   const AlertCallback& cb_;
   std::mutex mu_;
   uint64_t total_ = 0;
-  std::unordered_map<const RuleInfo*, RuleHits> hits_;
-  std::vector<std::string> kept_;
+  std::string key_;
+  std::unordered_map<std::string, PerRule> rules_;
 };
 
 class CollectingSink final : public AlertSink {
@@ -111,7 +159,191 @@ class CollectingSink final : public AlertSink {
   Collector* c_;
 };
 
+// The field to route events by, given the correlations' group-by lists and the processor's own
+// field (empty: none, or the processor has no partition field); empty when none fits.
+std::string ChoosePartitionField(const RuleSet& rules, bool has_extra,
+                                 std::string_view extra_field) {
+  std::vector<const std::vector<std::string>*> groups;
+  for (const RuleInfo* r : rules.Rules()) {
+    if (r->is_correlation) groups.push_back(&r->group_by);
+  }
+  auto in_every_group = [&](std::string_view f) {
+    for (const auto* g : groups) {
+      if (std::find(g->begin(), g->end(), f) == g->end()) return false;
+    }
+    return true;
+  };
+  if (has_extra) {
+    if (extra_field.empty() || !in_every_group(extra_field)) return "";
+    return std::string(extra_field);
+  }
+  for (std::string_view f : {"OrganizationId", "TenantId", "tenant"}) {
+    if (in_every_group(f)) return std::string(f);
+  }
+  if (!groups.empty()) {
+    for (const auto& f : *groups.front()) {
+      if (in_every_group(f)) return f;
+    }
+  }
+  return "";
+}
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+// Gives each partition value a worker, the least loaded (in bytes) when the value is new.
+class Router {
+ public:
+  Router(std::string field, int workers)
+      : field_(std::move(field)), load_(static_cast<size_t>(workers), 0) {}
+
+  // Splits a batch into per-worker index lists.
+  void Route(const RecordBatch& batch, std::vector<std::vector<uint32_t>>* out) {
+    for (auto& v : *out) v.clear();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Record r = batch[i];
+      int w = Owner(PartitionValue(r.json, field_, &scratch_));
+      (*out)[static_cast<size_t>(w)].push_back(static_cast<uint32_t>(i));
+      load_[static_cast<size_t>(w)] += r.json.size();
+    }
+  }
+  uint64_t partitions() const { return owner_.size() + (keyless_ >= 0 ? 1 : 0); }
+
+ private:
+  int LeastLoaded() const {
+    return static_cast<int>(std::min_element(load_.begin(), load_.end()) - load_.begin());
+  }
+  int Owner(std::optional<std::string_view> key) {
+    if (!key) {
+      if (keyless_ < 0) keyless_ = LeastLoaded();
+      return keyless_;
+    }
+    if (*key == last_key_ && last_owner_ >= 0) return last_owner_;
+    auto it = owner_.find(*key);
+    if (it == owner_.end()) it = owner_.emplace(std::string(*key), LeastLoaded()).first;
+    last_key_ = it->first;
+    last_owner_ = it->second;
+    return it->second;
+  }
+
+  std::string field_;
+  std::string scratch_;
+  std::vector<uint64_t> load_;
+  std::unordered_map<std::string, int, StringHash, std::equal_to<>> owner_;
+  std::string_view last_key_;  // points into owner_ (node-based: stable)
+  int last_owner_ = -1;
+  int keyless_ = -1;
+};
+
+// ---- a minimal JSON scanner for PartitionValue ----
+
+size_t SkipSpace(std::string_view s, size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+// s[i] == '"'; returns the index just past the closing quote, or npos.
+size_t SkipString(std::string_view s, size_t i) {
+  ++i;
+  while (true) {
+    size_t q = s.find('"', i);
+    if (q == std::string_view::npos) return q;
+    size_t back = 0;
+    while (q - back > i && s[q - back - 1] == '\\') ++back;
+    if (back % 2 == 0) return q + 1;
+    i = q + 1;
+  }
+}
+
+// Index just past the value starting at s[i], or npos.
+size_t SkipValue(std::string_view s, size_t i) {
+  if (i >= s.size()) return std::string_view::npos;
+  if (s[i] == '"') return SkipString(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        i = SkipString(s, i);
+        if (i == std::string_view::npos) return i;
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return std::string_view::npos;
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+         s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
+    ++i;
+  }
+  return i;
+}
+
+bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// The string value `quoted` ("..." with its quotes) as the engine sees it.
+std::optional<std::string_view> StringValue(std::string_view quoted, std::string* scratch) {
+  if (quoted.size() < 2 || quoted.front() != '"') return std::nullopt;
+  std::string_view inner = quoted.substr(1, quoted.size() - 2);
+  if (inner.empty()) return std::nullopt;
+  if (inner.find('\\') == std::string_view::npos) return inner;
+  simdjson::dom::parser parser;
+  std::string_view out;
+  if (parser.parse(simdjson::padded_string(quoted)).get(out) != simdjson::SUCCESS || out.empty()) {
+    return std::nullopt;
+  }
+  scratch->assign(out);
+  return std::string_view(*scratch);
+}
+
 }  // namespace
+
+std::optional<std::string_view> PartitionValue(std::string_view json, std::string_view field,
+                                               std::string* scratch) {
+  size_t i = SkipSpace(json, 0);
+  if (i >= json.size() || json[i] != '{') return std::nullopt;
+  i = SkipSpace(json, i + 1);
+  std::string_view folded;  // the first value whose name matches ignoring case
+  bool have_folded = false;
+  while (i < json.size() && json[i] == '"') {
+    size_t key_end = SkipString(json, i);
+    if (key_end == std::string_view::npos) return std::nullopt;
+    std::string_view key = json.substr(i + 1, key_end - i - 2);
+    i = SkipSpace(json, key_end);
+    if (i >= json.size() || json[i] != ':') return std::nullopt;
+    i = SkipSpace(json, i + 1);
+    size_t value_end = SkipValue(json, i);
+    if (value_end == std::string_view::npos) return std::nullopt;
+    std::string_view value = json.substr(i, value_end - i);
+    if (key == field) {
+      if (auto v = StringValue(value, scratch)) return v;
+    } else if (!have_folded && EqualsIgnoringCase(key, field) && value.size() > 2 &&
+               value.front() == '"') {
+      folded = value;
+      have_folded = true;
+    }
+    i = SkipSpace(json, value_end);
+    if (i >= json.size() || json[i] != ',') break;
+    i = SkipSpace(json, i + 1);
+  }
+  if (have_folded) return StringValue(folded, scratch);
+  return std::nullopt;
+}
 
 Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
                         const AlertCallback& on_alert) {
@@ -121,12 +353,30 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
 
   HuntResult result;
   result.files = files.size();
-  const bool correlations = rules.correlation_count() > 0 || options.extra != nullptr;
   int workers = options.threads > 0 ? options.threads
                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (correlations) workers = 1;
+  std::vector<std::unique_ptr<RecordProcessor>> extras;
+  if (options.make_extra) {
+    KW_ASSIGN_OR_RETURN(auto first, options.make_extra());
+    extras.push_back(std::move(first));
+  }
+  const bool stateful = rules.correlation_count() > 0 || !extras.empty();
+  std::string field;
+  if (stateful && workers > 1) {
+    field = ChoosePartitionField(rules, !extras.empty(),
+                                 extras.empty() ? std::string_view() : extras[0]->PartitionField());
+    if (field.empty()) {
+      workers = 1;
+      result.single_worker_for_correlations = true;
+    }
+  }
+  while (static_cast<int>(extras.size()) < workers && options.make_extra) {
+    KW_ASSIGN_OR_RETURN(auto more, options.make_extra());
+    extras.push_back(std::move(more));
+  }
   result.workers = workers;
-  result.single_worker_for_correlations = correlations && options.threads != 1;
+  result.partition_field = field;
+  const bool routed = !field.empty();
 
   uint64_t bytes_total = 0;
   for (const auto& f : files) {
@@ -136,30 +386,59 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
   }
 
   Collector collector(options, on_alert);
-  BatchQueue queue(static_cast<size_t>(2 * workers));
+  // Routed: one queue per worker (each sees its partitions in input order); otherwise one
+  // shared queue.
+  std::vector<std::unique_ptr<WorkQueue>> queues;
+  for (int i = 0; i < (routed ? workers : 1); ++i) {
+    queues.push_back(std::make_unique<WorkQueue>(routed ? 2 : static_cast<size_t>(2 * workers)));
+  }
   std::atomic<uint64_t> events{0}, malformed{0};
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(workers));
   for (int i = 0; i < workers; ++i) {
-    pool.emplace_back([&] {
+    WorkQueue* queue = queues[routed ? static_cast<size_t>(i) : 0].get();
+    RecordProcessor* extra = extras.empty() ? nullptr : extras[static_cast<size_t>(i)].get();
+    pool.emplace_back([&, queue, extra] {
       Engine engine(rules);
       CollectingSink sink(&collector);
-      while (auto batch = queue.Pop()) {
-        for (size_t j = 0; j < batch->size(); ++j) {
-          Record r = (*batch)[j];
-          LogSource hint{r.source.product, r.source.service, r.source.category};
-          if (!engine.Process(r.json, hint, sink).ok()) {
-            malformed.fetch_add(1, std::memory_order_relaxed);
-            continue;
-          }
-          if (options.extra) options.extra->Process(r.json, hint, sink).IgnoreError();
+      auto one = [&](const Record& r) {
+        LogSource hint{r.source.product, r.source.service, r.source.category};
+        if (!engine.Process(r.json, hint, sink).ok()) {
+          malformed.fetch_add(1, std::memory_order_relaxed);
+          return;
         }
-        events.fetch_add(batch->size(), std::memory_order_relaxed);
+        if (extra) extra->Process(r.json, hint, sink).IgnoreError();
+      };
+      while (auto item = queue->Pop()) {
+        const RecordBatch& batch = *item->batch;
+        if (item->all) {
+          for (size_t j = 0; j < batch.size(); ++j) one(batch[j]);
+          events.fetch_add(batch.size(), std::memory_order_relaxed);
+        } else {
+          for (uint32_t j : item->indices) one(batch[j]);
+          events.fetch_add(item->indices.size(), std::memory_order_relaxed);
+        }
       }
       engine.Flush(sink);
-      if (options.extra) options.extra->Flush(sink);
+      if (extra) extra->Flush(sink);
     });
   }
+
+  std::optional<Router> router;
+  if (routed) router.emplace(field, workers);
+  std::vector<std::vector<uint32_t>> split(static_cast<size_t>(workers));
+  auto dispatch = [&](RecordBatch&& batch) -> bool {
+    auto shared = std::make_shared<const RecordBatch>(std::move(batch));
+    if (!routed) return queues[0]->Push(WorkItem{std::move(shared), {}, true});
+    router->Route(*shared, &split);
+    for (int w = 0; w < workers; ++w) {
+      auto& idx = split[static_cast<size_t>(w)];
+      if (idx.empty()) continue;
+      if (!queues[static_cast<size_t>(w)]->Push(WorkItem{shared, std::move(idx), false})) return false;
+      idx = {};
+    }
+    return true;
+  };
 
   const auto start = Clock::now();
   auto last_progress = start;
@@ -192,7 +471,7 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
           options.progress(p);
         }
       }
-      if (!queue.Push(std::move(batch))) break;
+      if (!dispatch(std::move(batch))) break;
     }
     if (!failure.ok()) break;
     bytes_before += (*reader)->total_bytes();
@@ -202,10 +481,12 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
       if (result.bad_examples.size() < 100) result.bad_examples.push_back(b);
     }
   }
-  if (failure.ok()) {
-    queue.Finish();
-  } else {
-    queue.Abort();
+  for (auto& q : queues) {
+    if (failure.ok()) {
+      q->Finish();
+    } else {
+      q->Abort();
+    }
   }
   for (auto& t : pool) t.join();
   if (!failure.ok()) return failure;
@@ -214,7 +495,9 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
   result.events = events.load();
   result.malformed_events = malformed.load();
   result.bytes = bytes_before;
+  if (router) result.partitions = router->partitions();
   collector.MoveInto(&result);
+  for (auto& e : extras) result.processors.push_back(std::move(e));
   if (options.progress) {
     HuntProgress p;
     p.bytes_done = p.bytes_total = bytes_total;
@@ -282,8 +565,10 @@ std::string FormatTable(const HuntResult& r, const LoadReport& load) {
       Rate(static_cast<double>(r.events) / secs), static_cast<double>(r.bytes) / 1e6 / secs,
       r.workers, r.workers == 1 ? "" : "s",
       r.single_worker_for_correlations
-          ? " (one worker: correlations and stateful analytics keep exact windows)"
-          : "");
+          ? " (one worker: no record field scopes every correlation and analytic)"
+          : (r.partition_field.empty()
+                 ? std::string()
+                 : fmt::format(" (routed by {}: {} partitions)", r.partition_field, r.partitions)));
   out += fmt::format("rules: {} detection, {} correlation, {} filter loaded; {} rejected\n",
                      load.rules, load.correlations, load.filters, load.rejected.size());
   if (r.bad_records || r.malformed_events) {

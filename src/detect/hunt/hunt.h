@@ -1,16 +1,30 @@
 // Hunt: runs a compiled RuleSet over exported log files, as `keyward hunt` does.
 //
 // Pipeline: one reader thread walks the inputs in order (ExpandInputs: files, directories,
-// globs) and hands RecordBatches (a few MiB each) to a bounded queue; worker threads, each with
-// its own Engine, take batches and match every record. Memory is bounded by the queue: at most
-// 2 × workers batches in flight, whatever the input size.
+// globs), reads RecordBatches (a few MiB each) and hands them to worker threads, each with its
+// own Engine (and its own RecordProcessor, if any). Memory is bounded: at most 2 batches queued
+// per worker plus one being read, whatever the input size.
 //
-// Correlations: an Engine's correlation state sees only the events given to that Engine, so a
-// rule set with correlation rules is run on ONE worker (fed in input order) to keep windows
-// exact; without correlations the work is spread over `threads` workers. HuntResult says which.
+// Stateful work and routing. Single-event rules give the same alerts whichever worker sees an
+// event, so without correlation rules or a RecordProcessor the batches go to whichever worker is
+// free. Correlations and processors keep state across events, so events are then routed by a
+// partition key, the value of one top-level record field (PartitionField below): every event with
+// the same value goes to the same worker, in input order, and a value is given to the least
+// loaded worker the first time it is seen. The field is chosen so that no state spans two values:
+//   - the RecordProcessor's PartitionField() (the Storm-0558 analytics: OrganizationId), which
+//     every correlation's group-by must also contain;
+//   - without a processor, a tenant field (OrganizationId, TenantId, tenant) if every correlation
+//     groups by it, else another field that every correlation groups by.
+// When no such field exists (a correlation without group-by, two correlations with no group-by
+// field in common), everything runs on one worker in input order; HuntResult says which.
+// Routing reads the field as the engine does (the top-level member with that exact name, else
+// one whose name differs only in ASCII case; a non-empty string value). Events without it form
+// one partition of their own.
 //
 // Alerts are delivered to the caller's AlertCallback from worker threads, serialised (one at a
-// time), as JSON (Alert::ToJson) with the rule's metadata.
+// time), as JSON (Alert::ToJson) with the rule's metadata; with several workers their order
+// depends on thread timing. HuntResult::alerts_json does not: it is sorted by time, rule id and
+// text, and keeps the earliest max_alerts_kept_per_rule of each rule.
 //
 // Thread safety: Hunt() is a blocking call; it may be called from any thread; callbacks run on
 // the hunt's threads, one at a time.
@@ -20,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,13 +53,17 @@ struct HuntProgress {
 };
 
 // A second matcher run on every record after the RuleSet's Engine (the Storm-0558 analytics:
-// stateful detectors with baselines). Its state spans the whole input, so a hunt with one runs on
-// a single worker, in input order.
+// stateful detectors with baselines). Hunt makes one per worker (HuntOptions::make_extra); each
+// sees only its worker's events, in input order.
 class RecordProcessor {
  public:
   virtual ~RecordProcessor() = default;
   virtual Status Process(std::string_view json, const LogSource& hint, AlertSink& sink) = 0;
   virtual void Flush(AlertSink& sink) = 0;
+  // The top-level record field that scopes all of this processor's state (no state joins two
+  // records with different values of it), or empty when its state may join any two records
+  // (the hunt then runs on one worker).
+  virtual std::string_view PartitionField() const { return {}; }
 };
 
 struct HuntOptions {
@@ -57,8 +76,9 @@ struct HuntOptions {
   int progress_interval_ms = 200;
   // Keep at most this many alerts per rule in HuntResult::alerts (all are counted).
   size_t max_alerts_kept_per_rule = 1000;
-  // Optional; see RecordProcessor. Not owned; must outlive the call.
-  RecordProcessor* extra = nullptr;
+  // Optional; see RecordProcessor. Called on the calling thread, once per worker, before any
+  // record is read; an error stops the hunt and is returned.
+  std::function<Result<std::unique_ptr<RecordProcessor>>()> make_extra;
 };
 
 // Per-rule totals.
@@ -77,11 +97,18 @@ struct HuntResult {
   uint64_t malformed_events = 0;        // records the engine could not parse
   uint64_t alerts = 0;
   int workers = 0;
-  bool single_worker_for_correlations = false;  // or for the stateful extra processor
+  // Stateful work (correlations, processor) with no field to route by forced one worker.
+  bool single_worker_for_correlations = false;
+  // The field events were routed by; empty when batches went to any worker or to the only one.
+  std::string partition_field;
+  uint64_t partitions = 0;  // distinct values of partition_field seen (events without it: one)
   double seconds = 0;
   std::vector<RuleHits> hits;  // rules with at least one alert, most alerts first
-  // The alerts kept (see max_alerts_kept_per_rule), each one JSON object, in arrival order.
+  // The alerts kept (see max_alerts_kept_per_rule), each one JSON object, ordered by time, then
+  // rule id, then text: the same whatever the number of workers.
   std::vector<std::string> alerts_json;
+  // The workers' RecordProcessors, kept because `hits` point to their rules' metadata.
+  std::vector<std::shared_ptr<RecordProcessor>> processors;
 };
 
 // Receives each alert (its JSON and rule) as it is found; may be empty.
@@ -92,6 +119,13 @@ using AlertCallback = std::function<void(const Alert& alert, const std::string& 
 // errors: they are counted in the result with their file and line.
 Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
                         const AlertCallback& on_alert = {});
+
+// The routing value of `field` in the JSON object text `json` (see the top of this file): the
+// non-empty string value of the top-level member named `field`, else of the first top-level member
+// whose name equals it ignoring ASCII case; nullopt when there is none or the text is not a JSON
+// object. An escaped value is unescaped into *scratch, which the result then points into.
+std::optional<std::string_view> PartitionValue(std::string_view json, std::string_view field,
+                                               std::string* scratch);
 
 // ---- output formats ----
 

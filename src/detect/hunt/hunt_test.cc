@@ -8,6 +8,8 @@
 
 #include "core/json.h"
 #include "core/test_util.h"
+#include "detect/analytics/analytics.h"
+#include "detect/hunt/builtin_rules.h"
 #include "detect/input/ual_generator.h"
 
 namespace kw::detect {
@@ -105,6 +107,158 @@ TEST_F(HuntTest, FindsTheActorWithAnyNumberOfWorkersAndFormats) {
   EXPECT_EQ(static_cast<uint64_t>(std::count(csv.begin(), csv.end(), '\n')),
             r->alerts_json.size() + 1)
       << "one row per alert (no embedded newlines in minified JSON)";
+}
+
+// The Storm-0558 analytics as hunt's per-worker processor, as `keyward hunt` runs them.
+class AnalyticsProcessor final : public RecordProcessor {
+ public:
+  explicit AnalyticsProcessor(std::unique_ptr<analytics::StormAnalytics> a) : a_(std::move(a)) {}
+  Status Process(std::string_view json, const LogSource& hint, AlertSink& sink) override {
+    return a_->Process(json, hint, sink);
+  }
+  void Flush(AlertSink& sink) override { a_->Flush(sink); }
+  std::string_view PartitionField() const override { return "OrganizationId"; }
+
+ private:
+  std::unique_ptr<analytics::StormAnalytics> a_;
+};
+
+TEST_F(HuntTest, RoutedWorkersGiveTheSingleWorkerAlertsWithCorrelationsAndAnalytics) {
+  UalGeneratorOptions g;
+  g.seed = 11;
+  g.tenants = 4;
+  g.users_per_tenant = 30;
+  g.actor.enabled = true;
+  GenerateFileOptions f;
+  f.max_records = 60000;
+  auto stats = WriteGeneratedLog((dir_ / "ual.jsonl").string(), g, f);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  ASSERT_GT(stats->actor_records, 0u);
+
+  // The built-in rules (mail-read correlations grouped by tenant and mailbox) plus the inline ones.
+  auto texts = BuiltinRules();
+  texts.emplace_back("inline.yml", kRules);
+  LoadReport report;
+  auto rules = RuleSet::LoadFromStrings(texts, {}, &report);
+  ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  ASSERT_GT(rules->correlation_count(), 0u);
+
+  HuntOptions o;
+  o.inputs = {(dir_ / "ual.jsonl").string()};
+  o.reader.batch_bytes = 256 << 10;  // many batches: every worker gets events of every batch
+  o.max_alerts_kept_per_rule = 1u << 30;
+  o.make_extra = []() -> Result<std::unique_ptr<RecordProcessor>> {
+    analytics::AnalyticsOptions ao;
+    ao.learning_days = 1;  // the generated log spans days: the stateful detectors get to fire
+    KW_ASSIGN_OR_RETURN(auto a, analytics::StormAnalytics::Open(ao));
+    return std::unique_ptr<RecordProcessor>(new AnalyticsProcessor(std::move(a)));
+  };
+  o.threads = 1;
+  auto one = Hunt(*rules, o);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->workers, 1);
+  EXPECT_TRUE(one->partition_field.empty());
+
+  // Every kind of stateful alert the comparison must cover is present.
+  size_t correlation = 0, stateful = 0, single = 0;
+  for (const auto& h : one->hits) {
+    if (!h.rule->is_correlation) {
+      single += h.alerts;
+    } else if (h.rule->correlation_type.rfind("stateful:", 0) == 0) {
+      stateful += h.alerts;
+    } else {
+      correlation += h.alerts;
+    }
+  }
+  EXPECT_GT(single, 0u);
+  EXPECT_GT(correlation, 0u) << "no Sigma correlation fired: the comparison would prove nothing";
+  EXPECT_GT(stateful, 0u) << "no stateful analytic fired: the comparison would prove nothing";
+
+  for (int threads : {2, 3}) {
+    o.threads = threads;
+    auto many = Hunt(*rules, o);
+    ASSERT_TRUE(many.ok()) << many.status().ToString();
+    EXPECT_EQ(many->workers, threads);
+    EXPECT_FALSE(many->single_worker_for_correlations);
+    EXPECT_EQ(many->partition_field, "OrganizationId");
+    EXPECT_EQ(many->partitions, 4u);
+    EXPECT_EQ(many->events, one->events);
+    EXPECT_EQ(many->alerts, one->alerts);
+    ASSERT_EQ(many->hits.size(), one->hits.size());
+    for (size_t i = 0; i < one->hits.size(); ++i) {
+      EXPECT_EQ(many->hits[i].rule->id, one->hits[i].rule->id);
+      EXPECT_EQ(many->hits[i].alerts, one->hits[i].alerts) << one->hits[i].rule->title;
+      EXPECT_EQ(many->hits[i].first_ms, one->hits[i].first_ms);
+      EXPECT_EQ(many->hits[i].last_ms, one->hits[i].last_ms);
+    }
+    // The alerts themselves, evidence included, in the same order.
+    EXPECT_TRUE(many->alerts_json == one->alerts_json) << threads << " workers";
+  }
+}
+
+TEST_F(HuntTest, CorrelationsWithoutACommonGroupByFieldRunOnOneWorker) {
+  constexpr char kUngrouped[] = R"(
+title: Failed sign-ins
+id: 33333333-3333-4333-8333-333333333333
+name: failed_signin
+logsource: {product: m365}
+detection:
+  sel:
+    Operation: UserLoginFailed
+  condition: sel
+---
+title: Many failed sign-ins anywhere
+id: 44444444-4444-4444-8444-444444444444
+correlation:
+  type: event_count
+  rules: [failed_signin]
+  timespan: 1h
+  condition: {gte: 3}
+)";
+  Generate("ual.jsonl", UalRendering::kAuditDataLines);
+  LoadReport report;
+  auto rules = RuleSet::LoadFromStrings({{"ungrouped.yml", kUngrouped}}, {}, &report);
+  ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  HuntOptions o;
+  o.inputs = {(dir_ / "ual.jsonl").string()};
+  o.threads = 2;
+  auto r = Hunt(*rules, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->workers, 1);
+  EXPECT_TRUE(r->single_worker_for_correlations);
+}
+
+TEST(PartitionValueTest, ReadsTheTopLevelMemberAsTheEngineDoes) {
+  struct Case {
+    const char* json;
+    const char* expected;  // nullptr: no value
+  };
+  const Case cases[] = {
+      {R"j({"OrganizationId":"t1","x":1})j", "t1"},
+      {R"j({"a":{"OrganizationId":"nested"},"OrganizationId":"top"})j", "top"},
+      {R"j({"a":["OrganizationId", {"OrganizationId":"n"}],"b":"x"})j", nullptr},
+      {R"j({"organizationid":"folded"})j", "folded"},
+      {R"j({"organizationid":"folded","OrganizationId":"exact"})j", "exact"},
+      {R"j( { "OrganizationId" : "spaced" } )j", "spaced"},
+      {R"j({"OrganizationId":"a\"b"})j", "a\"b"},
+      {R"j({"OrganizationId":"\u0074\u0031"})j", "t1"},
+      {R"j({"OrganizationId":""})j", nullptr},
+      {R"j({"OrganizationId":42})j", nullptr},
+      {R"j({"x":"OrganizationId\\","OrganizationId":"after-escape"})j", "after-escape"},
+      {R"j({"OrganizationId":"unterminated)j", nullptr},
+      {R"j([1,2])j", nullptr},
+      {R"j(not json)j", nullptr},
+  };
+  std::string scratch;
+  for (const auto& c : cases) {
+    auto v = PartitionValue(c.json, "OrganizationId", &scratch);
+    if (c.expected == nullptr) {
+      EXPECT_FALSE(v.has_value()) << c.json << " gave " << *v;
+    } else {
+      ASSERT_TRUE(v.has_value()) << c.json;
+      EXPECT_EQ(*v, c.expected) << c.json;
+    }
+  }
 }
 
 TEST_F(HuntTest, SameAlertsFromJsonLinesCsvAndSentinelRenderings) {
