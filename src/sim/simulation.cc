@@ -549,7 +549,9 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
 
   Population pop = MakePopulation(o);
   std::vector<Activity> schedule = MakeSchedule(o, pop);
-  FakeClock clock(o.start_ms - 2 * kHourMs);
+  // The tenants exist a day before the simulated period: their first keys, published on
+  // creation, have finished their pre-publication period when the first user signs in.
+  FakeClock clock(o.start_ms - 27 * kHourMs);
 
   audit::AuditLogOptions ao;
   ao.dir = dir + "/audit";
@@ -620,7 +622,7 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
       }
     }
   }
-  clock.AdvanceMillis(kHourMs + 60'000);  // the rotated key's tokens expire: it retires
+  clock.SetMillis(o.start_ms - 2 * kHourMs);  // the rotated keys' tokens expired: they retire
   KW_RETURN_IF_ERROR(identity->Tick());
   KW_RETURN_IF_ERROR(StealConsumerKeys(dir, &w.stolen));
 

@@ -4,7 +4,9 @@
 //   meta(key PRIMARY KEY, value)                      schema_version = 1
 //   tenant(tenant PRIMARY KEY, first_ms)              first event seen: start of learning
 //   app_tenant(tenant, app, client_app, first_ms, mailboxes, state)     state 1: first seen by
-//   app_mailbox(tenant, app, client_app, mailbox, first_ms)             an alert, not learning
+//                                                     an alert, not learning; 2: Keyward issued it
+//                                                     tokens in the tenant (registered there)
+//   app_mailbox(tenant, app, client_app, mailbox, first_ms)
 //   user_profile(tenant, user, first_ms, events, days, last_day, last_alert_ms, hist)
 //       hist: 168 little-endian uint32 counts, hour of week (Monday 00:00 UTC = 0)
 //   user_prefix(tenant, user, prefix, first_ms, state)   state 0 known, 1 alerted (never learned),
@@ -516,8 +518,10 @@ class StormAnalytics::Impl {
   struct AppTenant {
     int64_t first_ms;
     int64_t mailboxes;
-    int state;
+    int state;  // 0 learned, 1 first seen by an alert, kAppSanctioned
   };
+  // Keyward issued tokens to the app in the tenant (a TokenIssued record): registered there.
+  static constexpr int kAppSanctioned = 2;
   struct UserProfile {
     int64_t first_ms = 0, events = 0, days = 0, last_day = INT64_MIN, last_alert_ms = INT64_MIN;
     std::array<uint32_t, 168> hist{};
@@ -637,6 +641,9 @@ Status StormAnalytics::Impl::OpenDb() {
     CREATE TABLE IF NOT EXISTS issued_token(jti TEXT PRIMARY KEY, tenant TEXT NOT NULL,
       issued_ms INTEGER NOT NULL, state INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS vouched_session(sid TEXT PRIMARY KEY, last_ms INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS session_by_tenant_time ON session(tenant, last_ms);
+    CREATE INDEX IF NOT EXISTS issued_token_by_tenant_time ON issued_token(tenant, issued_ms);
+    CREATE INDEX IF NOT EXISTS vouched_session_by_time ON vouched_session(last_ms);
     INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
   )sql"));
   auto st = db->Prepare("SELECT value FROM meta WHERE key = 'schema_version'");
@@ -771,7 +778,8 @@ void StormAnalytics::Impl::FirstSeenApp(std::string_view json, bool learning,
   if (v.mailbox.empty()) return;
   std::string_view mkey = JoinInto(&k_mailbox, {v.tenant, app, client, v.mailbox});
   if (app_mailbox.find(mkey) != app_mailbox.end()) return;
-  if (!learning && !tenant_alert && it->second.mailboxes <= o.app_rare_mailboxes) {
+  if (!learning && !tenant_alert && it->second.state != kAppSanctioned &&
+      it->second.mailboxes <= o.app_rare_mailboxes) {
     auto facts = BaseFacts();
     facts.emplace_back("AppId", std::string(app));
     facts.emplace_back("ClientAppId", std::string(client));
@@ -1026,6 +1034,22 @@ void StormAnalytics::Impl::ExpirePending(AlertSink& sink, std::string_view tenan
 void StormAnalytics::Impl::Tokens(std::string_view json, std::vector<PendingAlert>* out) {
   if (!v.keyward) return;
   if (v.operation == "TokenIssued") {
+    // The tenant's own identity service issued a token to this app: an app the tenant
+    // registered, not a stranger. The first-seen and rare-app detectors leave it alone (a forged
+    // token naming it is still caught: its jti was never issued).
+    std::string_view app = v.app.empty() ? v.client_app : v.app;
+    std::string_view client = v.client_app.empty() ? v.app : v.client_app;
+    if (!app.empty() && !v.tenant.empty()) {
+      std::string_view tkey = JoinInto(&k_app, {v.tenant, app, client});
+      auto a = app_tenant.find(tkey);
+      if (a == app_tenant.end()) {
+        app_tenant.emplace(std::string(tkey), AppTenant{v.time_ms, 0, kAppSanctioned});
+        MarkDirty(d_app_tenant, tkey);
+      } else if (a->second.state != kAppSanctioned) {
+        a->second.state = kAppSanctioned;
+        MarkDirty(d_app_tenant, tkey);
+      }
+    }
     std::string_view jti = !v.token_id.empty() ? v.token_id : std::string_view(v.detail_jti);
     if (jti.empty()) return;  // an authorization code, not an access token
     Slot(tokens, jti) = Expiring{std::string(v.tenant), v.time_ms, 0};

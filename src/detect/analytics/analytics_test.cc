@@ -307,6 +307,60 @@ std::vector<StatefulCase> StatefulCases() {
          r.push_back(Render(m));
          return r;
        }},
+      // An app the tenant's own Keyward identity service issued tokens to is registered there.
+      {"first_seen_app_near_miss_registered_app", kFirstSeenTenant, 0,
+       [] {
+         auto r = WorkingDays(3);
+         Mail issued;
+         issued.op = "TokenIssued";
+         issued.app = kOtherApp;
+         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
+         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
+         r.push_back(Render(issued));
+         Mail m;
+         m.app = kOtherApp;
+         m.t = kMonday + 3 * kDay + 3 * kHour;
+         for (const char* who : {"alice@t1.example", "bob@t1.example", "carol@t1.example"}) {
+           m.user = m.mailbox = who;
+           r.push_back(Render(m));
+         }
+         return r;
+       }},
+      {"rare_app_near_miss_registered_app", kFirstSeenMailbox, 0,
+       [] {
+         auto r = WorkingDays(3);
+         Mail issued;
+         issued.op = "TokenIssued";
+         issued.app = kOtherApp;
+         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
+         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
+         r.push_back(Render(issued));
+         Mail m;
+         m.app = kOtherApp;
+         m.t = kMonday + 3 * kDay + 3 * kHour;
+         for (const char* who : {"alice@t1.example", "bob@t1.example", "carol@t1.example"}) {
+           m.user = m.mailbox = who;
+           r.push_back(Render(m));
+         }
+         return r;
+       }},
+      // Registered in another tenant only: still a stranger here.
+      {"first_seen_app_registered_in_another_tenant", kFirstSeenTenant, 1,
+       [] {
+         auto r = WorkingDays(3);
+         Mail issued;
+         issued.op = "TokenIssued";
+         issued.tenant = "t2";
+         issued.app = kOtherApp;
+         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
+         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
+         r.push_back(Render(issued));
+         Mail m;
+         m.app = kOtherApp;
+         m.t = kMonday + 3 * kDay + 3 * kHour;
+         r.push_back(Render(m));
+         return r;
+       }},
       {"first_seen_app_near_miss_learning", kFirstSeenTenant, 0,
        [] {
          auto r = WorkingDays(1);

@@ -37,14 +37,15 @@ using kw::test::TempDir;
 const std::string kTenant = "11111111-2222-3333-4444-555555555555";
 const std::string kApp = "d3590ed6-52b3-4102-aeff-aad2292ab01c";
 
-audit::AuditRecord Issued(const std::string& jti) {
+// A token issued to `client` (default: kApp, which then counts as registered in the tenant).
+audit::AuditRecord Issued(const std::string& jti, const std::string& client = kApp) {
   audit::AuditRecord r;
   r.tenant_id = kTenant;
   r.operation = "TokenIssued";
   r.resource = "identity:token";
   r.user_id = "u-alice";
   r.user_upn = "alice@contoso.test";
-  r.client_app_id = kApp;
+  r.client_app_id = client;
   r.client_ip = "10.1.2.3";
   r.token_id = jti;
   r.token_kid = "kid-1";
@@ -195,7 +196,8 @@ TEST(LiveTest, AlertsReachTheFileAndResumeAfterRestartWithoutLossOrRepeat) {
   {
     auto live = LiveDetector::Start(log.get(), o);
     ASSERT_TRUE(live.ok()) << live.status().ToString();
-    MustAppend(*log, Issued("jti-a"));
+    // Issued to another client: kApp is not registered, so its read is a first-seen app.
+    MustAppend(*log, Issued("jti-a", "other-client"));
     MustAppend(*log, Read("jti-a"));  // first app in the tenant (learning_days = 0)
     MustAppend(*log, Rejected("key_issuer_mismatch"));
     last = MustAppend(*log, Read("jti-forged-1"));
@@ -282,7 +284,7 @@ TEST(LiveTest, BulkWindowSpansARestart) {
   auto log = OpenLog(d.path() + "/audit");
   LiveOptions o = Options(d);
   o.analytics.bulk_distinct_items = 100;
-  MustAppend(*log, Issued("jti-bulk"));
+  MustAppend(*log, Issued("jti-bulk", "other-client"));  // kApp stays unregistered: first seen
   {
     auto live = LiveDetector::Start(log.get(), o);
     ASSERT_TRUE(live.ok());
