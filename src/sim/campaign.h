@@ -34,7 +34,7 @@ struct SimOptions {
   int learning_days = 2;
   int messages_per_user = 6;
   uint64_t seed = 20230515;
-  int workers = 24;                     // concurrent client threads
+  int workers = 64;                     // concurrent client threads (requests wait on fsync)
   int64_t start_ms = 1683504000000;     // Monday 2023-05-08 00:00 UTC
   int64_t slice_ms = 5 * 60 * 1000;     // activities within a slice run concurrently
   bool fsync = true;                    // the audit log's durability (false only in tests)

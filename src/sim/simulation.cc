@@ -677,7 +677,7 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
   KW_RETURN_IF_ERROR(router.Merge(mail_router));
   http::ServerOptions so;
   so.port = port;
-  so.threads = 32;
+  so.threads = 64;  // as keyward serve: handlers wait on fsync of audit records
   so.max_body_bytes = 50u << 20;
   so.trusted_proxies = {"127.0.0.1"};
   so.clock = &clock;
