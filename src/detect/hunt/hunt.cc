@@ -29,6 +29,29 @@ struct WorkItem {
   bool all = false;
 };
 
+// Batches whose workers are done, handed back to the reader: their buffers are reused, so the
+// reader does not fault in fresh pages for every few MiB of input.
+class BatchPool {
+ public:
+  std::unique_ptr<RecordBatch> Take() {
+    std::lock_guard lock(mu_);
+    if (free_.empty()) return std::make_unique<RecordBatch>();
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void Give(RecordBatch* b) {
+    std::unique_ptr<RecordBatch> owned(b);
+    std::lock_guard lock(mu_);
+    if (free_.size() < kKept) free_.push_back(std::move(owned));
+  }
+
+ private:
+  static constexpr size_t kKept = 16;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<RecordBatch>> free_;
+};
+
 // Bounded multi-producer multi-consumer queue.
 class WorkQueue {
  public:
@@ -386,6 +409,7 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
   }
 
   Collector collector(options, on_alert);
+  BatchPool batch_pool;  // outlives every batch handed to the workers
   // Routed: one queue per worker (each sees its partitions in input order); otherwise one
   // shared queue.
   std::vector<std::unique_ptr<WorkQueue>> queues;
@@ -427,8 +451,11 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
   std::optional<Router> router;
   if (routed) router.emplace(field, workers);
   std::vector<std::vector<uint32_t>> split(static_cast<size_t>(workers));
-  auto dispatch = [&](RecordBatch&& batch) -> bool {
-    auto shared = std::make_shared<const RecordBatch>(std::move(batch));
+  auto dispatch = [&](std::unique_ptr<RecordBatch> batch) -> bool {
+    std::shared_ptr<const RecordBatch> shared(
+        batch.release(), [&batch_pool](const RecordBatch* b) {
+          batch_pool.Give(const_cast<RecordBatch*>(b));
+        });
     if (!routed) return queues[0]->Push(WorkItem{std::move(shared), {}, true});
     router->Route(*shared, &split);
     for (int w = 0; w < workers; ++w) {
@@ -451,8 +478,8 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
       break;
     }
     while (true) {
-      RecordBatch batch;
-      auto more = (*reader)->NextBatch(&batch);
+      std::unique_ptr<RecordBatch> batch = batch_pool.Take();
+      auto more = (*reader)->NextBatch(batch.get());
       if (!more.ok()) {
         failure = more.status().WithContext(file);
         break;
