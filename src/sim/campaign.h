@@ -36,7 +36,8 @@ struct SimOptions {
   uint64_t seed = 20230515;
   int workers = 64;                     // concurrent client threads (requests wait on fsync)
   int64_t start_ms = 1683504000000;     // Monday 2023-05-08 00:00 UTC
-  int64_t slice_ms = 5 * 60 * 1000;     // activities within a slice run concurrently
+  int64_t slice_ms = 15 * 60 * 1000;    // activities of one slice run concurrently, all stamped
+                                        // with the slice's start
   bool fsync = true;                    // the audit log's durability (false only in tests)
   double speed = 0;                     // at most this many simulated seconds per wall second;
                                         // 0: as fast as the services answer

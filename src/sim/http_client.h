@@ -2,6 +2,7 @@
 // per worker thread). Reconnects once when the server closed the connection.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,7 +34,7 @@ class HttpClient {
   Result<HttpReply> Send(std::string_view method, std::string_view target, std::string_view body,
                          const HeaderList& headers);
 
-  uint64_t requests() const { return requests_; }
+  uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
 
  private:
   struct Conn;
@@ -41,7 +42,7 @@ class HttpClient {
                          const HeaderList& headers);
   uint16_t port_;
   std::unique_ptr<Conn> conn_;
-  uint64_t requests_ = 0;
+  std::atomic<uint64_t> requests_{0};
 };
 
 // application/x-www-form-urlencoded encoding of one value.

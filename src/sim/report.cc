@@ -112,9 +112,9 @@ std::string FormatSummary(const SimReport& report) {
                        rule.false_alerts, rule.sessions_covered);
     }
     s += fmt::format("  traffic: {} requests in {:.1f} s ({:.0f}/s), {} transport errors, {} server errors; "
-                     "{} audit records; setup {:.1f} s\n",
+                     "{} user sessions ({} failed); {} audit records; setup {:.1f} s\n",
                      r.requests, r.traffic_seconds, r.requests_per_second, r.request_errors, r.server_errors,
-                     r.audit_records, r.setup_seconds);
+                     r.user_sessions, r.user_sessions_failed, r.audit_records, r.setup_seconds);
     s += fmt::format("  detection latency (record to alert, wall clock): p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms\n",
                      r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
     s += "  targets:\n";
@@ -233,11 +233,11 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
       for (const auto& f : r.false_alarm_samples) h += "<li>" + Html(f) + "</li>";
       h += "</ul>\n";
     }
-    h += fmt::format("<h3>Traffic</h3><p>{} API requests in {:.1f} s of traffic ({:.0f}/s), {} transport errors, {} "
+    h += fmt::format("<h3>Traffic</h3><p>{} user sessions ({} failed). {} API requests in {:.1f} s of traffic ({:.0f}/s), {} transport errors, {} "
                      "server errors; {} audit records; {} messages seeded; setup {:.1f} s, whole run {:.1f} s. Detection "
                      "latency from audit record to alert (wall clock): p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms.</p>\n",
-                     r.requests, r.traffic_seconds, r.requests_per_second, r.request_errors, r.server_errors, r.audit_records,
-                     r.messages_seeded, r.setup_seconds, r.wall_seconds, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
+                     r.user_sessions, r.user_sessions_failed, r.requests, r.traffic_seconds, r.requests_per_second,
+                     r.request_errors, r.server_errors, r.audit_records, r.messages_seeded, r.setup_seconds, r.wall_seconds, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
   }
   h += "</body></html>\n";
   return h;

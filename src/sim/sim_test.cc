@@ -117,6 +117,10 @@ TEST(Simulation, StrictRefusesEverythingAndLegacyIsDetected) {
   EXPECT_EQ(strict.server_errors, 0u);
   EXPECT_EQ(legacy.server_errors, 0u);
   EXPECT_GT(strict.requests, 500u);
+  for (const auto& r : report.modes) {
+    EXPECT_GT(r.user_sessions, 100u);
+    EXPECT_EQ(r.user_sessions_failed, 0u) << ModeName(r.mode);
+  }
 
   // strict: nothing gets in, with the reason codes the verifier owes, and every attempt alerts.
   EXPECT_EQ(strict.forged_accepted, 0);

@@ -8,6 +8,8 @@
 #include <optional>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -158,6 +160,7 @@ struct World {
   RecordingWriter* writer = nullptr;
 
   std::atomic<uint64_t> request_errors{0}, server_errors{0};
+  std::atomic<uint64_t> user_sessions{0}, user_sessions_failed{0};
   std::mutex mu;  // guards what follows
   std::vector<ActorSession> sessions;
   std::set<std::string> exposed_messages;  // account/email
@@ -203,6 +206,12 @@ class Driver {
   // ---- a user's session ----
 
   void UserSession(const Activity& a) {
+    w_->user_sessions.fetch_add(1);
+    if (!UserSessionSteps(a)) w_->user_sessions_failed.fetch_add(1);
+  }
+
+  // False when the session could not do its work (sign-in, token or session resource failed).
+  bool UserSessionSteps(const Activity& a) {
     std::mt19937_64 rng(a.seed);
     const SimUser& su = w_->pop->users[a.user];
     UserState& st = w_->users[a.user];
@@ -210,26 +219,26 @@ class Driver {
     Token& tok = st.tokens[a.client];
     int64_t now = w_->clock->NowMillis();
     if (tok.refresh.empty() || tok.day != a.day) {
-      if (!SignIn(a, rng, &tok)) return;
+      if (!SignIn(a, rng, &tok)) return false;
     } else if (now >= tok.exp_ms - 60'000) {
-      if (!Refresh(a, &tok) && !SignIn(a, rng, &tok)) return;
+      if (!Refresh(a, &tok) && !SignIn(a, rng, &tok)) return false;
     }
     auto session = Call("GET", "/.well-known/jmap", "", Headers(ua, a.ip, tok.access));
-    if (!session.ok() || session->status != 200) return;
+    if (!session.ok() || session->status != 200) return false;
     if (st.account_id.empty()) {
       auto v = ParseJson(session->body);
-      if (!v.ok()) return;
+      if (!v.ok()) return false;
       const Value* pa = v->Find("primaryAccounts");
       const Value* id = pa ? pa->Find("urn:ietf:params:jmap:mail") : nullptr;
-      if (!id || !id->is_string()) return;
+      if (!id || !id->is_string()) return false;
       st.account_id = id->as_string();
     }
     const std::string& acct = st.account_id;
     if (st.mailbox_by_role.empty()) {
       auto mb = Api(ua, a.ip, tok.access, fmt::format(R"([["Mailbox/get",{{"accountId":"{}"}},"m"]])", acct));
-      if (!mb) return;
+      if (!mb) return false;
       const Value* list = Arg(*mb, 0, "list");
-      if (!list || !list->is_array()) return;
+      if (!list || !list->is_array()) return false;
       for (const auto& m : list->as_array()) {
         const Value* role = m.Find("role");
         if (role && role->is_string()) st.mailbox_by_role[role->as_string()] = m.Find("id")->as_string();
@@ -241,7 +250,7 @@ class Driver {
         R"([["Email/query",{{"accountId":"{0}","filter":{{"inMailbox":"{1}"}},"sort":[{{"property":"receivedAt","isAscending":false}}],"limit":10}},"q"],)"
         R"(["Email/get",{{"accountId":"{0}","#ids":{{"resultOf":"q","name":"Email/query","path":"/ids"}},"properties":["subject","from","receivedAt","preview","keywords"]}},"g"]])",
         acct, inbox));
-    if (!listed) return;
+    if (!listed) return false;
     std::vector<std::string> ids;
     if (const Value* v = Arg(*listed, 0, "ids"); v && v->is_array()) {
       for (const auto& id : v->as_array()) ids.push_back(id.as_string());
@@ -252,13 +261,14 @@ class Driver {
           R"([["Email/get",{{"accountId":"{}","ids":["{}"],"properties":["subject","from","to","textBody","bodyValues"],"fetchTextBodyValues":true}},"g"]])",
           acct, ids[rng() % ids.size()]));
     }
-    if (a.client == kRolloutClient) return;  // the CRM connector only reads
+    if (a.client == kRolloutClient) return true;  // the CRM connector only reads
     if (p(rng) < 0.15) Send(a, rng, tok.access);
     if (!ids.empty() && p(rng) < 0.10 && !st.mailbox_by_role["trash"].empty()) {  // tidy up
       Api(ua, a.ip, tok.access, fmt::format(
           R"([["Email/set",{{"accountId":"{}","update":{{"{}":{{"mailboxIds":{{"{}":true}}}}}}}},"d"]])", acct,
           ids.back(), st.mailbox_by_role["trash"]));
     }
+    return true;
   }
 
   bool SignIn(const Activity& a, std::mt19937_64& rng, Token* tok) {
@@ -713,16 +723,69 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
   const double setup_seconds = Seconds(SteadyClock::now() - wall_start);
 
   // ---- the schedule ----
+  // Persistent workers, each with a FIFO: a user's activities always go to the same worker (so
+  // they run in order), the actor's to a worker of its own. The clock moves to the next slice
+  // only when the previous one has finished: a sign-in's authorization code (60 s) must not
+  // expire between its two requests because the clock ran ahead.
   int workers = std::max(1, o.workers);
   std::vector<std::unique_ptr<HttpClient>> clients;
   for (int i = 0; i <= workers; ++i) clients.push_back(std::make_unique<HttpClient>(port));  // [workers]: the actor
-  const auto traffic_start = SteadyClock::now();
+  struct Queue {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::pair<const Activity*, size_t>> items;
+    bool stop = false;
+  };
+  std::vector<Queue> queues(workers + 1);
   const int64_t end_ms = o.start_ms + o.days * kDayMs;
+  const size_t slices = static_cast<size_t>((end_ms - o.start_ms + o.slice_ms - 1) / o.slice_ms);
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  std::vector<int> pending(slices, 0);  // guarded by done_mu
+  std::vector<std::thread> threads;
+  for (int b = 0; b <= workers; ++b) {
+    threads.emplace_back([&, b] {
+      Driver driver(&w, clients[b].get());
+      Queue& q = queues[b];
+      while (true) {
+        std::pair<const Activity*, size_t> item;
+        {
+          std::unique_lock lock(q.mu);
+          q.cv.wait(lock, [&] { return q.stop || !q.items.empty(); });
+          if (q.items.empty()) return;
+          item = q.items.front();
+          q.items.pop_front();
+        }
+        if (item.first->kind == ActivityKind::kUserSession) {
+          driver.UserSession(*item.first);
+        } else {
+          driver.ActorActivity(*item.first);
+        }
+        std::lock_guard lock(done_mu);
+        if (--pending[item.second] == 0) done_cv.notify_all();
+      }
+    });
+  }
+  size_t done_prefix = 0;  // guarded by done_mu: slices [0, done_prefix) have finished
+  auto wait_through = [&](size_t last_slice) {  // every slice <= last_slice finished
+    std::unique_lock lock(done_mu);
+    done_cv.wait(lock, [&] {
+      while (done_prefix < slices && done_prefix <= last_slice && pending[done_prefix] == 0) ++done_prefix;
+      return done_prefix > last_slice || done_prefix == slices;
+    });
+  };
+  const auto traffic_start = SteadyClock::now();
   size_t next = 0;
   int last_day = -1;
-  for (int64_t slice = o.start_ms; slice < end_ms; slice += o.slice_ms) {
+  Status traffic_status;
+  for (size_t k = 0; k < slices; ++k) {
+    const int64_t slice = o.start_ms + static_cast<int64_t>(k) * o.slice_ms;
+    if (k > 0) wait_through(k - 1);
     clock.SetMillis(slice);
-    if (slice % kHourMs == 0) KW_RETURN_IF_ERROR(identity->Tick());
+    if (slice % kHourMs == 0) {
+      traffic_status = identity->Tick();
+      if (!traffic_status.ok()) break;
+    }
     int day = static_cast<int>((slice - o.start_ms) / kDayMs);
     if (day != last_day) {
       last_day = day;
@@ -735,34 +798,36 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
     }
     size_t end = next;
     while (end < schedule.size() && schedule[end].time_ms < slice + o.slice_ms) ++end;
-    if (end == next) continue;
-    std::vector<std::vector<const Activity*>> buckets(workers + 1);
+    {
+      std::lock_guard lock(done_mu);
+      pending[k] = static_cast<int>(end - next);
+    }
     for (size_t i = next; i < end; ++i) {
       const Activity& a = schedule[i];
-      buckets[a.kind == ActivityKind::kUserSession ? a.user % workers : workers].push_back(&a);
+      Queue& q = queues[a.kind == ActivityKind::kUserSession ? a.user % workers : workers];
+      {
+        std::lock_guard lock(q.mu);
+        q.items.emplace_back(&a, k);
+      }
+      q.cv.notify_one();
     }
     next = end;
-    std::vector<std::thread> threads;
-    for (int b = 0; b <= workers; ++b) {
-      if (buckets[b].empty()) continue;
-      threads.emplace_back([&, b] {
-        Driver driver(&w, clients[b].get());
-        for (const Activity* a : buckets[b]) {
-          if (a->kind == ActivityKind::kUserSession) {
-            driver.UserSession(*a);
-          } else {
-            driver.ActorActivity(*a);
-          }
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
     if (o.speed > 0) {  // hold simulated time to `speed` times the wall clock
       auto due = traffic_start + std::chrono::duration_cast<SteadyClock::duration>(
                                      std::chrono::duration<double>((slice + o.slice_ms - o.start_ms) / 1000.0 / o.speed));
       std::this_thread::sleep_until(due);
     }
   }
+  if (slices > 0) wait_through(slices - 1);
+  for (auto& q : queues) {
+    {
+      std::lock_guard lock(q.mu);
+      q.stop = true;
+    }
+    q.cv.notify_all();
+  }
+  for (auto& t : threads) t.join();
+  KW_RETURN_IF_ERROR(traffic_status);
   const double traffic_seconds = Seconds(SteadyClock::now() - traffic_start);
   uint64_t requests = 0;
   for (auto& c : clients) requests += c->requests();
@@ -786,6 +851,8 @@ Result<ModeResult> RunSimulation(const SimOptions& o, Mode mode, const std::stri
   res.requests = requests;
   res.request_errors = w.request_errors.load();
   res.server_errors = w.server_errors.load();
+  res.user_sessions = w.user_sessions.load();
+  res.user_sessions_failed = w.user_sessions_failed.load();
   res.setup_seconds = setup_seconds;
   res.traffic_seconds = traffic_seconds;
   res.requests_per_second = traffic_seconds > 0 ? requests / traffic_seconds : 0;

@@ -18,8 +18,11 @@
 // seeded messages through the store's delivery path; rotates the consumer key ring twice and
 // revokes its oldest key; the actor then copies the consumer keys out of the key database (the
 // premise: the key was stolen); starts live detection on the audit stream; and plays the
-// schedule slice by slice (slice_ms of simulated time), the slice's activities spread over
-// `workers` client threads, each user's in order.
+// schedule slice by slice (slice_ms, 15 minutes of simulated time; every request of a slice is
+// stamped with the slice's start), the slice's activities spread over `workers` client threads,
+// each user's in order, the actor's on a thread of its own. The clock moves on only when the
+// slice has finished, so that a sign-in's 60-second authorization code never expires between its
+// two requests.
 //
 // Ground truth: a mail audit record is the actor's when its client address is one of the actor's
 // proxies. An alert is true when the audit record that raised it is the actor's.
@@ -81,6 +84,7 @@ struct ModeResult {
   std::vector<std::string> false_alarm_samples;  // a few, for the report
   // Traffic.
   uint64_t requests = 0, request_errors = 0, server_errors = 0;
+  uint64_t user_sessions = 0, user_sessions_failed = 0;  // failed: sign-in, token or session
   double wall_seconds = 0, traffic_seconds = 0, requests_per_second = 0;
   double setup_seconds = 0;
   uint64_t audit_records = 0;
