@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 namespace kw {
 
@@ -30,5 +32,10 @@ class FakeClock final : public Clock {
  private:
   std::atomic<int64_t> now_;
 };
+
+// "Mon, 30 Nov 2026 21:04:20 " followed by `zone`, in UTC, without the locale-dependent
+// strftime: HTTP's IMF-fixdate with zone "GMT" (RFC 9110 §5.6.7), a mail Date or Received
+// field with zone "+0000" (RFC 5322 §3.3). Empty for a time gmtime cannot represent.
+std::string FormatDateRfc5322(int64_t unix_seconds, std::string_view zone);
 
 }  // namespace kw

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include "core/base64url.h"
+#include "core/clock.h"
+#include "core/html.h"
 #include "core/json.h"
 #include "core/status.h"
 
@@ -124,6 +126,25 @@ TEST(SqliteTest, RoundTripAndErrors) {
   auto count = (*db)->Prepare("SELECT count(*) FROM t");
   ASSERT_TRUE(*count->Step());
   EXPECT_EQ(count->Int(0), 1);  // the delete was rolled back
+}
+
+}  // namespace
+}  // namespace kw
+
+namespace kw {
+namespace {
+
+TEST(TextTest, HtmlEscapeCoversTextAndQuotedAttributes) {
+  EXPECT_EQ(HtmlEscape(R"(<a href="x" title='y'>Tom & Jerry</a>)"),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;Tom &amp; Jerry&lt;/a&gt;");
+  EXPECT_EQ(HtmlEscape("plain \xc3\xa9t\xc3\xa9"), "plain \xc3\xa9t\xc3\xa9");
+  EXPECT_EQ(HtmlEscape(""), "");
+}
+
+TEST(ClockTest, Rfc5322DatesForHttpAndMail) {
+  EXPECT_EQ(FormatDateRfc5322(784111777, "GMT"), "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110's example
+  EXPECT_EQ(FormatDateRfc5322(1683504000, "+0000"), "Mon, 08 May 2023 00:00:00 +0000");
+  EXPECT_EQ(FormatDateRfc5322(0, "GMT"), "Thu, 01 Jan 1970 00:00:00 GMT");
 }
 
 }  // namespace

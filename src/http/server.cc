@@ -81,17 +81,6 @@ uint64_t RandomSeed() {
   return seed;
 }
 
-// IMF-fixdate (RFC 9110 §5.6.7), without the locale-dependent strftime.
-std::string HttpDate(int64_t unix_seconds) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  if (gmtime_r(&t, &tm) == nullptr) return {};
-  return fmt::format("{}, {:02d} {} {:04d} {:02d}:{:02d}:{:02d} GMT", kDays[tm.tm_wday], tm.tm_mday,
-                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
 
 std::string FormatEndpoint(const tcp::endpoint& ep) {
   if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
@@ -457,7 +446,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (r.status >= 400 && m->find(bhttp::field::cache_control) == m->end()) {
       m->set(bhttp::field::cache_control, "no-store");
     }
-    m->set(bhttp::field::date, HttpDate(options_.clock->NowSeconds()));
+    m->set(bhttp::field::date, FormatDateRfc5322(options_.clock->NowSeconds(), "GMT"));
   }
 
   // X-Forwarded-For from a trusted proxy: the last address is the one the proxy saw.

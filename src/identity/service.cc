@@ -1,5 +1,7 @@
 #include "identity/service.h"
 
+#include "core/html.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -954,21 +956,6 @@ http::Response IdentityService::Revoke(const http::Request& req) {
 
 namespace {
 
-std::string HtmlEscape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
 
 http::Response HtmlResponse(int status, std::string body) {
   http::Response r;

@@ -42,17 +42,6 @@ bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && Upper(s.substr(0, prefix.size())) == prefix;
 }
 
-// "Mon, 30 Nov 2026 21:04:20 +0000" (RFC 5322 §3.3), without the locale-dependent strftime.
-std::string MailDate(int64_t unix_seconds) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  if (gmtime_r(&t, &tm) == nullptr) return {};
-  return fmt::format("{}, {:02d} {} {:04d} {:02d}:{:02d}:{:02d} +0000", kDays[tm.tm_wday], tm.tm_mday,
-                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
 
 // Parses "FROM:<path> params" / "TO:<path> params" after the verb; nullopt on bad syntax.
 // `params` receives the rest (ESMTP parameters).
@@ -431,7 +420,7 @@ void LmtpServer::Serve(int fd, std::string peer) {
       if (!reply("354 2.0.0 send the message, end with <CRLF>.<CRLF>\r\n")) return;
       std::string message = fmt::format(
           "Return-Path: <{}>\r\nReceived: from {} ([{}])\r\n\tby {} with LMTP; {}\r\n", *from,
-          lhlo_domain, peer, host, MailDate(options_.clock->NowSeconds()));
+          lhlo_domain, peer, host, FormatDateRfc5322(options_.clock->NowSeconds(), "+0000"));
       bool oversize = false;
       bool long_line = false;
       while (true) {

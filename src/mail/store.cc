@@ -1,5 +1,7 @@
 #include "mail/store.h"
 
+#include "core/html.h"
+
 #include <algorithm>
 #include <unordered_set>
 
@@ -1130,16 +1132,16 @@ Result<std::string> Txn::PutBlob(std::string_view account_id, std::string_view b
 namespace {
 std::string EscapeHtmlMarked(std::string_view s) {
   // \x02 / \x03 are the match markers handed to FTS5's highlight(); everything else is escaped.
+  std::string escaped = HtmlEscape(s);
   std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\x02': out += "<mark>"; break;
-      case '\x03': out += "</mark>"; break;
-      default: out.push_back(c);
+  out.reserve(escaped.size() + 16);
+  for (char c : escaped) {
+    if (c == '\x02') {
+      out += "<mark>";
+    } else if (c == '\x03') {
+      out += "</mark>";
+    } else {
+      out.push_back(c);
     }
   }
   return out;

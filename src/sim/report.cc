@@ -1,5 +1,7 @@
 #include "sim/report.h"
 
+#include "core/html.h"
+
 #include <fmt/format.h>
 #include <time.h>
 
@@ -8,19 +10,6 @@
 namespace kw::sim {
 namespace {
 
-std::string Html(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 std::string IsoMinute(int64_t ms) {
   time_t t = static_cast<time_t>(ms / 1000);
@@ -139,21 +128,21 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
 )";
   h += fmt::format("<p>{} tenants ({} targets), {} users, {} simulated days ({} learning), seed {}. Population and "
                    "schedule fingerprint <code>{}</code>.</p>\n",
-                   o.tenants, o.targets, o.users, o.days, o.learning_days, o.seed, Html(report.fingerprint));
+                   o.tenants, o.targets, o.users, o.days, o.learning_days, o.seed, HtmlEscape(report.fingerprint));
   for (const ModeResult& r : report.modes) {
     h += fmt::format("<h2>Mode <code>{}</code></h2>\n", ModeName(r.mode));
     h += "<h3>Targets</h3><table><tr><th>target</th><th>result</th><th>measured</th></tr>\n";
     for (const auto& t : CheckTargets(r)) {
-      h += fmt::format("<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>\n", Html(t.name),
-                       t.met ? "met" : "notmet", t.met ? "met" : "not met", Html(t.value));
+      h += fmt::format("<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>\n", HtmlEscape(t.name),
+                       t.met ? "met" : "notmet", t.met ? "met" : "not met", HtmlEscape(t.value));
     }
     h += "</table>\n<h3>Prevention</h3><table><tr><th>technique</th><th>attempted</th><th>accepted</th></tr>\n";
     for (const auto& [tech, c] : r.by_technique) {
-      h += fmt::format("<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n", Html(tech), c.first, c.second);
+      h += fmt::format("<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n", HtmlEscape(tech), c.first, c.second);
     }
     h += "</table><table><tr><th>refusal reason</th><th>count</th></tr>\n";
     for (const auto& [reason, n] : r.refused_by_reason) {
-      h += fmt::format("<tr><td><code>{}</code></td><td class=n>{}</td></tr>\n", Html(reason), n);
+      h += fmt::format("<tr><td><code>{}</code></td><td class=n>{}</td></tr>\n", HtmlEscape(reason), n);
     }
     h += fmt::format("</table><p>Exposed: {} mailboxes, {} messages, {} attachments.</p>\n", r.mailboxes_exposed,
                      r.messages_exposed, r.attachments_exposed);
@@ -187,14 +176,14 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
       }
     }
     for (size_t i = 0; i < rows.size(); ++i) {
-      h += fmt::format("<text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>", i * row_h + 11, Html(rows[i]));
+      h += fmt::format("<text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>", i * row_h + 11, HtmlEscape(rows[i]));
     }
     for (const auto& e : r.timeline) {
       int row = row_of(e.tenant);
       const char* color = e.kind == "actor" ? "#b3261e" : e.kind == "refused" ? "#888" : e.kind == "alert" ? "#1565c0" : "#f29900";
       double dy = e.kind == "alert" || e.kind == "false-alarm" ? 3.5 : -3.5;
       h += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.6\" fill=\"{}\"><title>{} {} {}</title></circle>", x(e.time_ms),
-                       row * row_h + 7 + dy, color, IsoMinute(e.time_ms), Html(e.tenant), Html(e.text));
+                       row * row_h + 7 + dy, color, IsoMinute(e.time_ms), HtmlEscape(e.tenant), HtmlEscape(e.text));
     }
     h += "</svg>\n";
 
@@ -202,7 +191,7 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
          "true alert</th><th>time to detect</th><th>actor sessions</th><th>alerted</th></tr>\n";
     for (const auto& t : r.targets) {
       h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>\n",
-                       Html(t.name), t.first_access_ms >= 0 ? IsoMinute(t.first_access_ms) : "-",
+                       HtmlEscape(t.name), t.first_access_ms >= 0 ? IsoMinute(t.first_access_ms) : "-",
                        t.first_alert_ms >= 0 ? IsoMinute(t.first_alert_ms) : "-",
                        t.first_access_ms >= 0 && t.first_alert_ms >= 0 ? FormatSimDuration(t.first_alert_ms - t.first_access_ms) : "not detected",
                        t.sessions, t.sessions_alerted);
@@ -212,7 +201,7 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
     for (const auto& rule : r.rules) {
       h += fmt::format("<tr><td>{}<br><small><code>{}</code></small></td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td>"
                        "<td class=n>{}</td><td class=n>{}</td></tr>\n",
-                       Html(rule.title), Html(rule.rule_id), rule.true_alerts, rule.false_alerts,
+                       HtmlEscape(rule.title), HtmlEscape(rule.rule_id), rule.true_alerts, rule.false_alerts,
                        Pct(rule.true_alerts, rule.true_alerts + rule.false_alerts), rule.sessions_covered,
                        Pct(rule.sessions_covered, r.actor_sessions));
     }
@@ -223,14 +212,14 @@ th{background:#eef}td.n{text-align:right;font-variant-numeric:tabular-nums}
     double user_days = static_cast<double>(r.users) * r.days;
     for (const auto& rule : r.rules) {
       if (rule.false_alerts == 0) continue;
-      h += fmt::format("<tr><td>{}</td><td class=n>{}</td><td class=n>{:.2f}</td></tr>\n", Html(rule.title), rule.false_alerts,
+      h += fmt::format("<tr><td>{}</td><td class=n>{}</td><td class=n>{:.2f}</td></tr>\n", HtmlEscape(rule.title), rule.false_alerts,
                        user_days > 0 ? rule.false_alerts * 10000.0 / user_days : 0.0);
     }
     h += fmt::format("<tr><th>all</th><td class=n>{}</td><td class=n>{:.2f}</td></tr></table>\n", r.false_alerts,
                      r.false_alarms_per_10k_user_days);
     if (!r.false_alarm_samples.empty()) {
       h += "<p>Examples:</p><ul>";
-      for (const auto& f : r.false_alarm_samples) h += "<li>" + Html(f) + "</li>";
+      for (const auto& f : r.false_alarm_samples) h += "<li>" + HtmlEscape(f) + "</li>";
       h += "</ul>\n";
     }
     h += fmt::format("<h3>Traffic</h3><p>{} user sessions ({} failed). {} API requests in {:.1f} s of traffic ({:.0f}/s), {} transport errors, {} "

@@ -475,13 +475,7 @@ std::string MakeMessage(std::mt19937_64& rng, const std::string& from, const std
                                     "Meeting notes", "Policy update", "Vendor proposal", "Delegation visit",
                                     "Project status", "Security briefing"};
   std::string subject = fmt::format("{} #{}", kSubjects[rng() % 10], n);
-  time_t t = static_cast<time_t>(date_s);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  std::string date = fmt::format("{}, {:02d} {} {} {:02d}:{:02d}:{:02d} +0000", kDays[tm.tm_wday], tm.tm_mday,
-                                 kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  std::string date = FormatDateRfc5322(date_s, "+0000");
   std::string head = fmt::format("From: {}\r\nTo: {}\r\nSubject: {}\r\nDate: {}\r\nMessage-ID: <{:016x}@{}>\r\nMIME-Version: 1.0\r\n",
                                  from, to, subject, date, rng(), from.substr(from.find('@') + 1));
   std::string body = fmt::format("Hello,\r\n\r\nPlease find the notes on {} below. Figures are preliminary.\r\n\r\nBest regards\r\n", subject);

@@ -285,6 +285,27 @@ AnalyticsOptions TestOptions() {
 
 const std::string kOtherApp = "5e3ce6c0-2b1f-4285-8d4b-75ee78787346";
 
+// After a working week, Keyward issues a token to kOtherApp in `issuing_tenant`; then kOtherApp
+// reads three mailboxes of t1.
+std::vector<std::string> RegisteredAppReads(const std::string& issuing_tenant) {
+  auto r = WorkingDays(3);
+  Mail issued;
+  issued.op = "TokenIssued";
+  issued.tenant = issuing_tenant;
+  issued.app = kOtherApp;
+  issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
+  issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
+  r.push_back(Render(issued));
+  Mail m;
+  m.app = kOtherApp;
+  m.t = kMonday + 3 * kDay + 3 * kHour;
+  for (const char* who : {"alice@t1.example", "bob@t1.example", "carol@t1.example"}) {
+    m.user = m.mailbox = who;
+    r.push_back(Render(m));
+  }
+  return r;
+}
+
 std::vector<StatefulCase> StatefulCases() {
   return {
       {"first_seen_app_in_tenant", kFirstSeenTenant, 1,
@@ -308,59 +329,11 @@ std::vector<StatefulCase> StatefulCases() {
          return r;
        }},
       // An app the tenant's own Keyward identity service issued tokens to is registered there.
-      {"first_seen_app_near_miss_registered_app", kFirstSeenTenant, 0,
-       [] {
-         auto r = WorkingDays(3);
-         Mail issued;
-         issued.op = "TokenIssued";
-         issued.app = kOtherApp;
-         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
-         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
-         r.push_back(Render(issued));
-         Mail m;
-         m.app = kOtherApp;
-         m.t = kMonday + 3 * kDay + 3 * kHour;
-         for (const char* who : {"alice@t1.example", "bob@t1.example", "carol@t1.example"}) {
-           m.user = m.mailbox = who;
-           r.push_back(Render(m));
-         }
-         return r;
-       }},
-      {"rare_app_near_miss_registered_app", kFirstSeenMailbox, 0,
-       [] {
-         auto r = WorkingDays(3);
-         Mail issued;
-         issued.op = "TokenIssued";
-         issued.app = kOtherApp;
-         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
-         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
-         r.push_back(Render(issued));
-         Mail m;
-         m.app = kOtherApp;
-         m.t = kMonday + 3 * kDay + 3 * kHour;
-         for (const char* who : {"alice@t1.example", "bob@t1.example", "carol@t1.example"}) {
-           m.user = m.mailbox = who;
-           r.push_back(Render(m));
-         }
-         return r;
-       }},
+      {"first_seen_app_near_miss_registered_app", kFirstSeenTenant, 0, [] { return RegisteredAppReads("t1"); }},
+      {"rare_app_near_miss_registered_app", kFirstSeenMailbox, 0, [] { return RegisteredAppReads("t1"); }},
       // Registered in another tenant only: still a stranger here.
       {"first_seen_app_registered_in_another_tenant", kFirstSeenTenant, 1,
-       [] {
-         auto r = WorkingDays(3);
-         Mail issued;
-         issued.op = "TokenIssued";
-         issued.tenant = "t2";
-         issued.app = kOtherApp;
-         issued.t = kMonday + 3 * kDay + 3 * kHour - 60000;
-         issued.keyward = R"({"seq":100,"token_id":"jti-crm"})";
-         r.push_back(Render(issued));
-         Mail m;
-         m.app = kOtherApp;
-         m.t = kMonday + 3 * kDay + 3 * kHour;
-         r.push_back(Render(m));
-         return r;
-       }},
+       [] { return RegisteredAppReads("t2"); }},
       {"first_seen_app_near_miss_learning", kFirstSeenTenant, 0,
        [] {
          auto r = WorkingDays(1);
