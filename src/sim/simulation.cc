@@ -96,10 +96,6 @@ class RecordingWriter final : public audit::AuditWriter {
     auto it = infos_.find(seq);
     return it == infos_.end() ? nullptr : &it->second;  // entries are never erased
   }
-  size_t size() const {
-    std::lock_guard lock(mu_);
-    return infos_.size();
-  }
 
  private:
   audit::AuditLog* const log_;

@@ -53,7 +53,6 @@ struct TenantOutcome {
   int64_t first_access_ms = -1;  // first forged request (sim time)
   int64_t first_alert_ms = -1;   // first true alert's record time (sim time)
   int sessions = 0, sessions_alerted = 0;
-  int messages_exposed = 0;
 };
 
 struct TimelineEntry {

@@ -15,6 +15,7 @@
 #include <simdjson.h>
 
 #include "core/json.h"
+#include "detect/pattern.h"
 
 namespace kw::detect {
 namespace {
@@ -308,17 +309,6 @@ size_t SkipValue(std::string_view s, size_t i) {
   return i;
 }
 
-bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
 // The string value `quoted` ("..." with its quotes) as the engine sees it.
 std::optional<std::string_view> StringValue(std::string_view quoted, std::string* scratch) {
   if (quoted.size() < 2 || quoted.front() != '"') return std::nullopt;
@@ -355,7 +345,7 @@ std::optional<std::string_view> PartitionValue(std::string_view json, std::strin
     std::string_view value = json.substr(i, value_end - i);
     if (key == field) {
       if (auto v = StringValue(value, scratch)) return v;
-    } else if (!have_folded && EqualsIgnoringCase(key, field) && value.size() > 2 &&
+    } else if (!have_folded && AsciiEqualsIgnoreCase(key, field) && value.size() > 2 &&
                value.front() == '"') {
       folded = value;
       have_folded = true;
