@@ -15,7 +15,7 @@
 #include "core/file.h"
 #include "detect/engine.h"
 #include "detect/hunt/builtin_rules.h"
-#include "detect/analytics/analytics.h"
+#include "detect/analytics/hunt_processor.h"
 #include "detect/hunt/hunt.h"
 #include "detect/input/ual_generator.h"
 
@@ -37,27 +37,6 @@ struct HuntFlags {
   std::string baseline_db = ":memory:";
   std::vector<std::string> indicators;
   int learning_days = 14;
-};
-
-// The Storm-0558 analytics as hunt's second matcher.
-class AnalyticsProcessor final : public detect::RecordProcessor {
- public:
-  explicit AnalyticsProcessor(std::unique_ptr<detect::analytics::StormAnalytics> a)
-      : a_(std::move(a)) {}
-  Status Process(std::string_view json, const detect::LogSource& hint,
-                 detect::AlertSink& sink) override {
-    return a_->Process(json, hint, sink);
-  }
-  void Flush(detect::AlertSink& sink) override {
-    a_->Flush(sink);
-    Status s = a_->Commit();
-    if (!s.ok()) std::cerr << "keyward: saving the baselines: " << s.message() << "\n";
-  }
-  // Every baseline, window and session of the analytics belongs to one tenant.
-  std::string_view PartitionField() const override { return "OrganizationId"; }
-
- private:
-  std::unique_ptr<detect::analytics::StormAnalytics> a_;
 };
 
 std::string HumanBytes(double b) {
@@ -98,15 +77,32 @@ int RunHunt(const HuntFlags& f) {
     std::cerr << "keyward: " << format.status().message() << "\n";
     return kExitUsage;
   }
+  // The Storm-0558 analytics run with the built-in set: their Sigma rules join the hunt's
+  // RuleSet (one parse and one matching pass per record), their stateful detectors run as one
+  // processor per hunt worker (each opens the baseline database; each writes only its own
+  // tenants' rows).
+  const bool with_builtin = f.rules.empty() || f.builtin;
+  detect::HuntOptions o;
+  std::vector<std::pair<std::string, std::string>> texts;
+  if (with_builtin) texts = detect::BuiltinRules();
+  if (with_builtin && !f.no_analytics) {
+    detect::analytics::AnalyticsOptions ao;
+    ao.db_path = f.baseline_db;
+    ao.extra_indicator_paths = f.indicators;
+    ao.learning_days = f.learning_days;
+    auto extra = detect::analytics::PrepareHuntAnalytics(ao, /*commit_on_flush=*/true, &texts, &lo);
+    if (!extra.ok()) {
+      std::cerr << "keyward: analytics: " << extra.status().message() << "\n";
+      return kExitUsage;
+    }
+    o.make_extra = std::move(*extra);
+  }
   detect::LoadReport report;
   Result<detect::RuleSet> rules = InvalidArgumentError("no rules");
-  if (f.rules.empty() || f.builtin) {
-    // The built-in set, plus any --rules given with --builtin.
-    std::vector<std::pair<std::string, std::string>> texts = detect::BuiltinRules();
-    if (f.rules.empty()) {
-      rules = detect::RuleSet::LoadFromStrings(texts, lo, &report);
-    } else {
-      // Mixing embedded and on-disk rules: read the on-disk ones into memory too.
+  if (with_builtin) {
+    // The built-in set, plus any --rules given with --builtin: read the on-disk ones into memory
+    // too.
+    if (!f.rules.empty()) {
       auto files = detect::ExpandInputs(f.rules);
       if (!files.ok()) {
         std::cerr << "keyward: --rules: " << files.status().message() << "\n";
@@ -121,8 +117,8 @@ int RunHunt(const HuntFlags& f) {
         }
         texts.emplace_back(file, std::move(*text));
       }
-      rules = detect::RuleSet::LoadFromStrings(texts, lo, &report);
     }
+    rules = detect::RuleSet::LoadFromStrings(texts, lo, &report);
   } else {
     rules = detect::RuleSet::Load(f.rules, lo, &report);
   }
@@ -144,40 +140,6 @@ int RunHunt(const HuntFlags& f) {
     return kExitUsage;
   }
 
-  // The Storm-0558 analytics (their Sigma rules and the stateful detectors) run with the
-  // built-in set, one instance per hunt worker (each opens the baseline database; each writes
-  // only its own tenants' rows).
-  detect::HuntOptions o;
-  if ((f.rules.empty() || f.builtin) && !f.no_analytics) {
-    detect::analytics::AnalyticsOptions ao;
-    ao.db_path = f.baseline_db;
-    ao.extra_indicator_paths = f.indicators;
-    ao.learning_days = f.learning_days;
-    // Opened once here to report its rules (and fail early); the hunt opens one per worker.
-    detect::LoadReport areport;
-    auto a = detect::analytics::StormAnalytics::Open(ao, &areport);
-    if (!a.ok()) {
-      std::cerr << "keyward: analytics: " << a.status().message() << "\n";
-      return kExitUsage;
-    }
-    for (const auto& issue : areport.rejected) {
-      std::cerr << "  " << issue.ToString() << "\n";
-      report.rejected.push_back(issue);
-    }
-    report.rules += areport.rules;
-    report.correlations += areport.correlations;
-    auto first = std::make_shared<std::unique_ptr<detect::analytics::StormAnalytics>>(std::move(*a));
-    o.make_extra = [ao, first]() -> Result<std::unique_ptr<detect::RecordProcessor>> {
-      std::unique_ptr<detect::analytics::StormAnalytics> one;
-      if (*first) {
-        one = std::move(*first);
-      } else {
-        KW_ASSIGN_OR_RETURN(one, detect::analytics::StormAnalytics::Open(ao));
-      }
-      return std::unique_ptr<detect::RecordProcessor>(new AnalyticsProcessor(std::move(one)));
-    };
-  }
-
   o.inputs = f.inputs;
   o.format = *format;
   o.threads = f.threads;
@@ -188,6 +150,12 @@ int RunHunt(const HuntFlags& f) {
   if (!result.ok()) {
     std::cerr << "keyward: " << result.status().message() << "\n";
     return kExitUsage;
+  }
+  for (const auto& p : result->processors) {
+    const auto* hp = dynamic_cast<const detect::analytics::HuntProcessor*>(p.get());
+    if (hp && !hp->commit_status().ok()) {
+      std::cerr << "keyward: saving the baselines: " << hp->commit_status().message() << "\n";
+    }
   }
   std::string text;
   if (f.output == "table") {

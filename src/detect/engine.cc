@@ -18,6 +18,8 @@
 
 namespace kw::detect {
 
+static_assert(Engine::kEventPadding >= simdjson::SIMDJSON_PADDING);
+
 using internal::CorrelationRule;
 using internal::CorrelationType;
 using internal::DetectionRule;
@@ -327,6 +329,8 @@ struct Engine::Impl {
   CorrInput feed_in;
   std::vector<std::pair<std::string, std::string>> feed_gb;
   std::shared_ptr<const std::string> event_evidence;  // this event's text, once a window needs it
+  simdjson::dom::element root;  // the last event parsed, when has_root (a JSON object)
+  bool has_root = false;
   Stats* stats;
 
   Impl(const RuleSet& rs, Stats* s)
@@ -681,16 +685,20 @@ struct Engine::Impl {
     if (!r.correlations.empty()) FeedFromRule(r, ri, event_json, time, sink);
   }
 
-  Status Process(std::string_view event_json, const LogSource& hint, AlertSink& sink) {
+  Status Process(std::string_view event_json, bool padded, const LogSource& hint, AlertSink& sink) {
     ++stats->events;
     event_evidence.reset();
+    has_root = false;
     if (!scratch_ok) return ResourceExhaustedError("could not allocate Hyperscan scratch space");
-    if (buf.capacity() < event_json.size() + simdjson::SIMDJSON_PADDING) {
-      buf.reserve(2 * (event_json.size() + simdjson::SIMDJSON_PADDING));
+    const char* text = event_json.data();
+    if (!padded) {
+      if (buf.capacity() < event_json.size() + simdjson::SIMDJSON_PADDING) {
+        buf.reserve(2 * (event_json.size() + simdjson::SIMDJSON_PADDING));
+      }
+      buf.assign(event_json);
+      text = buf.data();
     }
-    buf.assign(event_json);
-    simdjson::dom::element root;
-    auto err = parser.parse(buf.data(), buf.size(), false).get(root);
+    auto err = parser.parse(text, event_json.size(), false).get(root);
     if (err) {
       ++stats->malformed_events;
       return InvalidArgumentError(std::string("event is not valid JSON: ") +
@@ -700,6 +708,7 @@ struct Engine::Impl {
       ++stats->malformed_events;
       return InvalidArgumentError("event is not a JSON object");
     }
+    has_root = true;
     view.Reset(root);
     HintPlan* plan = PlanFor(hint);
     int64_t t;
@@ -753,7 +762,15 @@ Engine::Engine(const RuleSet& rules) : impl_(std::make_unique<Impl>(rules, &stat
 Engine::~Engine() = default;
 
 Status Engine::Process(std::string_view event_json, const LogSource& hint, AlertSink& sink) {
-  return impl_->Process(event_json, hint, sink);
+  return impl_->Process(event_json, /*padded=*/false, hint, sink);
+}
+
+Status Engine::ProcessPadded(std::string_view event_json, const LogSource& hint, AlertSink& sink) {
+  return impl_->Process(event_json, /*padded=*/true, hint, sink);
+}
+
+const simdjson::dom::element* Engine::last_event() const {
+  return impl_->has_root ? &impl_->root : nullptr;
 }
 
 void Engine::Flush(AlertSink&) {

@@ -81,6 +81,10 @@
 
 #include "core/status.h"
 
+namespace simdjson::dom {
+class element;
+}
+
 namespace kw::detect {
 
 // Where an event comes from, as the reader knows it. Lower-case Sigma taxonomy values
@@ -242,6 +246,15 @@ class Engine {
   // Stats::malformed_events); the Engine stays usable. Never throws. No heap allocation per
   // event once warm, except for alerts and correlation state.
   Status Process(std::string_view event_json, const LogSource& hint, AlertSink& sink);
+  // Process without copying the text first: REQUIRES kEventPadding readable bytes after
+  // event_json.end() (any contents; RecordReader's records have them).
+  Status ProcessPadded(std::string_view event_json, const LogSource& hint, AlertSink& sink);
+  static constexpr size_t kEventPadding = 64;  // simdjson::SIMDJSON_PADDING
+
+  // The event the last Process/ProcessPadded call parsed (a JSON object), so that a second
+  // matcher need not parse it again; nullptr when that call refused the text. Valid until the
+  // next call.
+  const simdjson::dom::element* last_event() const;
 
   // End of input. Today correlations fire as soon as their condition holds, so this only drops
   // correlation state; call it between independent inputs.

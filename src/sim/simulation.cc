@@ -209,7 +209,6 @@ class Driver {
   // False when the session could not do its work (sign-in, token or session resource failed).
   bool UserSessionSteps(const Activity& a) {
     std::mt19937_64 rng(a.seed);
-    const SimUser& su = w_->pop->users[a.user];
     UserState& st = w_->users[a.user];
     const std::string ua = ClientUserAgent(a.client);
     Token& tok = st.tokens[a.client];

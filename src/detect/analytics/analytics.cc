@@ -25,6 +25,7 @@
 #include <array>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -590,6 +591,17 @@ class StormAnalytics::Impl {
   }
 
   void Stateful(std::string_view json, ProcessMode mode, AlertSink& sink);
+  Status Run(std::string_view json, const simdjson::dom::element& root, ProcessMode mode,
+             AlertSink& sink) {
+    simdjson::dom::object obj;
+    if (root.get(obj) != simdjson::SUCCESS) {
+      ++stats.malformed;
+      return InvalidArgumentError("analytics: the record is not a JSON object");
+    }
+    ReadView(obj, scratch, &v);
+    Stateful(json, mode, sink);
+    return Status::Ok();
+  }
   void FirstSeenApp(std::string_view json, bool learning, std::vector<PendingAlert>* out);
   void Bulk(std::string_view json, bool emit, std::vector<PendingAlert>* out);
   void Network(std::string_view json, bool learning, std::vector<PendingAlert>* out);
@@ -719,30 +731,59 @@ Status StormAnalytics::Impl::LoadBaselines() {
   return Status::Ok();
 }
 
-Status StormAnalytics::Impl::LoadRules(LoadReport* report) {
-  LoadOptions lo;
+Status StormSigmaSources(const AnalyticsOptions& o,
+                         std::vector<std::pair<std::string, std::string>>* texts,
+                         std::map<std::string, std::vector<std::string>>* placeholders) {
   if (o.indicators_path.empty()) {
-    KW_RETURN_IF_ERROR(ParseIndicators(BuiltinIndicators(), "builtin:indicators.yml", &lo.placeholders));
+    KW_RETURN_IF_ERROR(ParseIndicators(BuiltinIndicators(), "builtin:indicators.yml", placeholders));
   } else {
     KW_ASSIGN_OR_RETURN(std::string text, ReadFile(o.indicators_path, 4u << 20));
-    KW_RETURN_IF_ERROR(ParseIndicators(text, o.indicators_path, &lo.placeholders));
+    KW_RETURN_IF_ERROR(ParseIndicators(text, o.indicators_path, placeholders));
   }
   for (const auto& p : o.extra_indicator_paths) {
     KW_ASSIGN_OR_RETURN(std::string text, ReadFile(p, 4u << 20));
-    KW_RETURN_IF_ERROR(ParseIndicators(text, p, &lo.placeholders));
+    KW_RETURN_IF_ERROR(ParseIndicators(text, p, placeholders));
   }
+  if (o.rule_paths.empty()) {
+    for (const auto& t : BuiltinStormRules()) texts->push_back(t);
+    return Status::Ok();
+  }
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  for (const auto& p : o.rule_paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      for (fs::recursive_directory_iterator it(p, ec), end; !ec && it != end; it.increment(ec)) {
+        auto ext = it->path().extension();
+        if (it->is_regular_file(ec) && (ext == ".yml" || ext == ".yaml")) files.push_back(it->path());
+      }
+      if (ec) return UnavailableError("cannot list '" + p + "': " + ec.message());
+    } else if (fs::exists(p, ec)) {
+      files.push_back(p);
+    } else {
+      return NotFoundError("rule path '" + p + "' does not exist");
+    }
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    KW_ASSIGN_OR_RETURN(std::string text, ReadFile(f, 4u << 20));
+    texts->emplace_back(f, std::move(text));
+  }
+  return Status::Ok();
+}
+
+Status StormAnalytics::Impl::LoadRules(LoadReport* report) {
+  LoadOptions lo;
+  std::vector<std::pair<std::string, std::string>> texts;
+  KW_RETURN_IF_ERROR(StormSigmaSources(o, &texts, &lo.placeholders));
+  if (!o.run_sigma) return Status::Ok();  // the caller runs them
   LoadReport local;
   LoadReport* r = report ? report : &local;
-  if (o.rule_paths.empty()) {
-    KW_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::LoadFromStrings(BuiltinStormRules(), lo, r));
-    if (!r->rejected.empty()) {
-      return InternalError("built-in Storm-0558 rule rejected: " + r->rejected.front().ToString());
-    }
-    rules = std::move(rs);
-  } else {
-    KW_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Load(o.rule_paths, lo, r));
-    rules = std::move(rs);
+  KW_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::LoadFromStrings(texts, lo, r));
+  if (o.rule_paths.empty() && !r->rejected.empty()) {
+    return InternalError("built-in Storm-0558 rule rejected: " + r->rejected.front().ToString());
   }
+  rules = std::move(rs);
   engine = std::make_unique<Engine>(*rules);
   return Status::Ok();
 }
@@ -1274,24 +1315,34 @@ Status StormAnalytics::Process(std::string_view record_json, const LogSource& hi
                                AlertSink& sink, ProcessMode mode) {
   Impl& m = *impl_;
   ++m.stats.records;
-  NullSink null;
-  CountingSink counting(sink, &m.stats.sigma_alerts);
-  AlertSink& sigma_sink = mode == ProcessMode::kWarmup ? static_cast<AlertSink&>(null) : counting;
-  Status s = m.engine->Process(record_json, hint, sigma_sink);
-  if (!s.ok()) {
-    ++m.stats.malformed;
-    return s;
+  const simdjson::dom::element* root = nullptr;
+  simdjson::dom::element parsed;
+  if (m.engine) {
+    NullSink null;
+    CountingSink counting(sink, &m.stats.sigma_alerts);
+    AlertSink& sigma_sink = mode == ProcessMode::kWarmup ? static_cast<AlertSink&>(null) : counting;
+    Status s = m.engine->Process(record_json, hint, sigma_sink);
+    if (!s.ok()) {
+      ++m.stats.malformed;
+      return s;
+    }
+    root = m.engine->last_event();  // parsed once, by the engine
+  } else {
+    m.buf.assign(record_json);
+    if (m.parser.parse(m.buf).get(parsed) != simdjson::SUCCESS) {
+      ++m.stats.malformed;
+      return InvalidArgumentError("analytics: the record is not valid JSON");
+    }
+    root = &parsed;
   }
-  m.buf.assign(record_json);
-  simdjson::dom::element root;
-  simdjson::dom::object obj;
-  if (m.parser.parse(m.buf).get(root) != simdjson::SUCCESS || root.get(obj) != simdjson::SUCCESS) {
-    ++m.stats.malformed;
-    return InvalidArgumentError("analytics: the record is not a JSON object");
-  }
-  ReadView(obj, m.scratch, &m.v);
-  m.Stateful(record_json, mode, sink);
-  return Status::Ok();
+  return m.Run(record_json, *root, mode, sink);
+}
+
+Status StormAnalytics::ProcessParsed(std::string_view record_json,
+                                     const simdjson::dom::element& root, AlertSink& sink,
+                                     ProcessMode mode) {
+  ++impl_->stats.records;
+  return impl_->Run(record_json, root, mode, sink);
 }
 
 void StormAnalytics::Flush(AlertSink& sink) {
@@ -1303,7 +1354,7 @@ void StormAnalytics::Flush(AlertSink& sink) {
   }
   m.bulk.clear();
   NullSink null;
-  m.engine->Flush(null);
+  if (m.engine) m.engine->Flush(null);
 }
 
 Status StormAnalytics::Commit(const std::function<Status(sqlite::Db&)>& extra) {
@@ -1325,7 +1376,8 @@ Status StormAnalytics::Commit(const std::function<Status(sqlite::Db&)>& extra) {
 sqlite::Db& StormAnalytics::db() { return *impl_->db; }
 
 std::vector<const RuleInfo*> StormAnalytics::Rules() const {
-  std::vector<const RuleInfo*> out = impl_->rules->Rules();
+  std::vector<const RuleInfo*> out;
+  if (impl_->rules) out = impl_->rules->Rules();
   const StatefulRules& s = impl_->srules;
   for (const RuleInfo* r : {&s.app_tenant, &s.app_mailbox, &s.bulk, &s.network, &s.session, &s.token}) {
     out.push_back(r);

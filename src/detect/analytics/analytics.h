@@ -74,6 +74,11 @@ struct AnalyticsOptions {
   // file replaces it. Files in extra_indicator_paths add values to the lists.
   std::string indicators_path;
   std::vector<std::string> extra_indicator_paths;
+  // Run the Sigma rules in this object's own Engine (live mode). False when the caller loads
+  // them into its own RuleSet (StormSigmaSources) and hands every record over already parsed
+  // (ProcessParsed): `keyward hunt` so parses and matches each record once. Rules() then lists
+  // only the stateful detectors.
+  bool run_sigma = true;
 
   // Per tenant: the first N days of events (event time) only teach the baselines.
   int learning_days = 14;
@@ -134,6 +139,11 @@ class StormAnalytics {
   // InvalidArgument for text that is not a JSON object (the record is skipped; counted).
   Status Process(std::string_view record_json, const LogSource& hint, AlertSink& sink,
                  ProcessMode mode = ProcessMode::kNormal);
+  // The stateful detectors only, on a record the caller has parsed (Engine::last_event()): for
+  // an object opened with run_sigma = false, whose caller runs the Sigma rules itself.
+  // `record_json` is the record's text (the alerts' evidence).
+  Status ProcessParsed(std::string_view record_json, const simdjson::dom::element& root,
+                       AlertSink& sink, ProcessMode mode = ProcessMode::kNormal);
 
   // End of input (hunt mode): reports sessions still waiting for their sign-in grace period and
   // drops windows. Baselines stay (Commit them).
@@ -166,6 +176,14 @@ class StormAnalytics {
   explicit StormAnalytics(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The analytics' Sigma rules as (name, YAML text) (the built-in ones, or the files under
+// options.rule_paths) appended to `texts`, and the indicator lists their `expand` modifiers
+// name (options.indicators_path or the built-in ones, plus extra_indicator_paths) added to
+// `placeholders`, for a caller that loads them into its own RuleSet.
+Status StormSigmaSources(const AnalyticsOptions& options,
+                         std::vector<std::pair<std::string, std::string>>* texts,
+                         std::map<std::string, std::vector<std::string>>* placeholders);
 
 // The built-in Sigma rules (name, YAML text) and indicators (YAML text).
 const std::vector<std::pair<std::string, std::string>>& BuiltinStormRules();

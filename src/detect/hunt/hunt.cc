@@ -18,6 +18,8 @@
 #include "detect/pattern.h"
 
 namespace kw::detect {
+
+static_assert(kRecordPadding >= Engine::kEventPadding);
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -417,11 +419,12 @@ Result<HuntResult> Hunt(const RuleSet& rules, const HuntOptions& options,
       CollectingSink sink(&collector);
       auto one = [&](const Record& r) {
         LogSource hint{r.source.product, r.source.service, r.source.category};
-        if (!engine.Process(r.json, hint, sink).ok()) {
+        // Records carry kRecordPadding readable bytes after their text: parsed in place.
+        if (!engine.ProcessPadded(r.json, hint, sink).ok()) {
           malformed.fetch_add(1, std::memory_order_relaxed);
           return;
         }
-        if (extra) extra->Process(r.json, hint, sink).IgnoreError();
+        if (extra) extra->Process(r.json, *engine.last_event(), hint, sink).IgnoreError();
       };
       while (auto item = queue->Pop()) {
         const RecordBatch& batch = *item->batch;

@@ -58,7 +58,10 @@ struct HuntProgress {
 class RecordProcessor {
  public:
   virtual ~RecordProcessor() = default;
-  virtual Status Process(std::string_view json, const LogSource& hint, AlertSink& sink) = 0;
+  // One record that the RuleSet's Engine accepted: its text and the Engine's parse of it
+  // (Engine::last_event()), so the record is parsed once.
+  virtual Status Process(std::string_view json, const simdjson::dom::element& parsed,
+                         const LogSource& hint, AlertSink& sink) = 0;
   virtual void Flush(AlertSink& sink) = 0;
   // The top-level record field that scopes all of this processor's state (no state joins two
   // records with different values of it), or empty when its state may join any two records

@@ -8,7 +8,7 @@
 
 #include "core/json.h"
 #include "core/test_util.h"
-#include "detect/analytics/analytics.h"
+#include "detect/analytics/hunt_processor.h"
 #include "detect/hunt/builtin_rules.h"
 #include "detect/input/ual_generator.h"
 
@@ -109,20 +109,6 @@ TEST_F(HuntTest, FindsTheActorWithAnyNumberOfWorkersAndFormats) {
       << "one row per alert (no embedded newlines in minified JSON)";
 }
 
-// The Storm-0558 analytics as hunt's per-worker processor, as `keyward hunt` runs them.
-class AnalyticsProcessor final : public RecordProcessor {
- public:
-  explicit AnalyticsProcessor(std::unique_ptr<analytics::StormAnalytics> a) : a_(std::move(a)) {}
-  Status Process(std::string_view json, const LogSource& hint, AlertSink& sink) override {
-    return a_->Process(json, hint, sink);
-  }
-  void Flush(AlertSink& sink) override { a_->Flush(sink); }
-  std::string_view PartitionField() const override { return "OrganizationId"; }
-
- private:
-  std::unique_ptr<analytics::StormAnalytics> a_;
-};
-
 TEST_F(HuntTest, RoutedWorkersGiveTheSingleWorkerAlertsWithCorrelationsAndAnalytics) {
   UalGeneratorOptions g;
   g.seed = 11;
@@ -135,24 +121,27 @@ TEST_F(HuntTest, RoutedWorkersGiveTheSingleWorkerAlertsWithCorrelationsAndAnalyt
   ASSERT_TRUE(stats.ok()) << stats.status().ToString();
   ASSERT_GT(stats->actor_records, 0u);
 
-  // The built-in rules (mail-read correlations grouped by tenant and mailbox) plus the inline ones.
+  // The built-in rules (mail-read correlations grouped by tenant and mailbox) plus the inline
+  // ones, and the Storm-0558 analytics as `keyward hunt` runs them: their Sigma rules in the
+  // hunt's RuleSet, their stateful detectors as the per-worker processor.
   auto texts = BuiltinRules();
   texts.emplace_back("inline.yml", kRules);
+  analytics::AnalyticsOptions ao;
+  ao.learning_days = 1;  // the generated log spans days: the stateful detectors get to fire
+  LoadOptions lo;
+  HuntOptions o;
+  auto extra = analytics::PrepareHuntAnalytics(ao, /*commit_on_flush=*/false, &texts, &lo);
+  ASSERT_TRUE(extra.ok()) << extra.status().ToString();
+  o.make_extra = *extra;
   LoadReport report;
-  auto rules = RuleSet::LoadFromStrings(texts, {}, &report);
+  auto rules = RuleSet::LoadFromStrings(texts, lo, &report);
   ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  ASSERT_TRUE(report.rejected.empty()) << report.rejected.front().ToString();
   ASSERT_GT(rules->correlation_count(), 0u);
 
-  HuntOptions o;
   o.inputs = {(dir_ / "ual.jsonl").string()};
   o.reader.batch_bytes = 256 << 10;  // many batches: every worker gets events of every batch
   o.max_alerts_kept_per_rule = 1u << 30;
-  o.make_extra = []() -> Result<std::unique_ptr<RecordProcessor>> {
-    analytics::AnalyticsOptions ao;
-    ao.learning_days = 1;  // the generated log spans days: the stateful detectors get to fire
-    KW_ASSIGN_OR_RETURN(auto a, analytics::StormAnalytics::Open(ao));
-    return std::unique_ptr<RecordProcessor>(new AnalyticsProcessor(std::move(a)));
-  };
   o.threads = 1;
   auto one = Hunt(*rules, o);
   ASSERT_TRUE(one.ok()) << one.status().ToString();
