@@ -296,6 +296,15 @@ struct GroupState {
   std::deque<WindowEntry> entries;
   std::vector<std::pair<std::string, std::string>> group_by;
   int64_t newest = INT64_MIN;
+  // The measure of the window that ends at the newest entry, kept up to date while events
+  // arrive in time order (value_count, value_sum, value_avg), so that each event costs O(1)
+  // instead of a scan of the window: entries [inc_begin, size) with their distinct values and
+  // how many entries hold each, or their sum.
+  bool inc_valid = false;
+  size_t inc_begin = 0;
+  StringMap<uint32_t> inc_values;
+  double inc_sum = 0;
+  size_t inc_numbers = 0;
 };
 
 // Bounds the memory an adversarial stream (a new user name per event) can make one correlation
@@ -329,6 +338,10 @@ struct Engine::Impl {
   CorrInput feed_in;
   std::vector<std::pair<std::string, std::string>> feed_gb;
   std::shared_ptr<const std::string> event_evidence;  // this event's text, once a window needs it
+  // Released evidence buffers (EvidenceCopy); shared with the deleters, so a buffer released
+  // after the Engine is gone is simply freed.
+  std::shared_ptr<std::vector<std::unique_ptr<std::string>>> evidence_free =
+      std::make_shared<std::vector<std::unique_ptr<std::string>>>();
   simdjson::dom::element root;  // the last event parsed, when has_root (a JSON object)
   bool has_root = false;
   Stats* stats;
@@ -531,27 +544,69 @@ struct Engine::Impl {
     GroupState& g = known->second;
     if (g.group_by.empty() && in.group_by) g.group_by = *in.group_by;
     g.newest = std::max(g.newest, in.time);
-    WindowEntry we{in.time, in.ref_pos, std::move(in.value), 0, false, in.has_value,
-                   std::move(in.evidence)};
+    WindowEntry we{in.time, in.ref_pos, {}, 0, false, in.has_value, std::move(in.evidence)};
     if (we.has_value) {
-      auto n = ParseNumber(we.value);
+      auto n = ParseNumber(in.value);
       if (n) {
         we.number = *n;
         we.has_number = true;
       }
+      // Only value_count needs the text (the sums and the median use the number). Copied, so
+      // the input keeps its buffer for the next event.
+      if (c.type == CorrelationType::kValueCount) we.value = in.value;
     }
     // Insert in time order; equal times keep arrival order.
-    auto pos = std::upper_bound(g.entries.begin(), g.entries.end(), we.time,
-                                [](int64_t t, const WindowEntry& e) { return t < e.time; });
+    // (Events mostly come in time order: check the end before searching.)
+    auto pos = g.entries.empty() || g.entries.back().time <= we.time
+                   ? g.entries.end()
+                   : std::upper_bound(g.entries.begin(), g.entries.end(), we.time,
+                                      [](int64_t t, const WindowEntry& e) { return t < e.time; });
     size_t at = static_cast<size_t>(pos - g.entries.begin());
+    const bool in_order = pos == g.entries.end();
+    if (!in_order) g.inc_valid = false;  // indices and the window's contents moved
     g.entries.insert(pos, std::move(we));
+    // Only the newest kMaxEvidenceEvents entries of a group keep their event's text: the
+    // evidence an alert can report. Older entries keep what the measures need.
+    if (g.entries.size() > kMaxEvidenceEvents) {
+      size_t keep_from = g.entries.size() - kMaxEvidenceEvents;
+      g.entries[keep_from - 1].evidence.reset();
+      if (at < keep_from) g.entries[at].evidence.reset();
+    }
     // Entries older than this cannot share a window with any event still accepted.
     while (!g.entries.empty() && g.entries.front().time < g.newest - 2 * c.timespan_ms) {
+      if (g.inc_valid) {
+        // After a gap, the whole previous window may be this old.
+        if (g.inc_begin == 0) IncRemove(c, g, g.entries.front());
+        else --g.inc_begin;
+      }
       g.entries.pop_front();
       --at;
     }
     double target = static_cast<double>(c.refs.size());
     bool temporal = c.type == CorrelationType::kTemporal || c.type == CorrelationType::kTemporalOrdered;
+    if (in_order && Incremental(c.type)) {
+      // The one window that contains the new entry ends at it.
+      size_t end = at;
+      int64_t start_t = g.entries[end].time - c.timespan_ms;
+      if (!g.inc_valid) {
+        g.inc_values.clear();
+        g.inc_sum = 0;
+        g.inc_numbers = 0;
+        g.inc_begin = static_cast<size_t>(
+            std::lower_bound(g.entries.begin(), g.entries.begin() + end, start_t,
+                             [](const WindowEntry& e, int64_t t) { return e.time < t; }) -
+            g.entries.begin());
+        for (size_t i = g.inc_begin; i < end; ++i) IncAdd(c, g, g.entries[i]);
+        g.inc_valid = true;
+      }
+      IncAdd(c, g, g.entries[end]);
+      while (g.entries[g.inc_begin].time < start_t) IncRemove(c, g, g.entries[g.inc_begin++]);
+      double v = IncMeasure(c, g, end + 1);
+      if (std::isnan(v) || !ConditionHolds(c, v, INFINITY)) return;
+      Fire(ci, g, g.inc_begin, end + 1, v, sink);
+      ClearWindow(g);
+      return;
+    }
     // Windows that contain the new entry: those ending at it and at later entries within span.
     for (size_t end = at; end < g.entries.size(); ++end) {
       int64_t end_t = g.entries[end].time;
@@ -564,9 +619,50 @@ struct Engine::Impl {
       if (std::isnan(v)) continue;
       if (!ConditionHolds(c, v, temporal ? target : INFINITY)) continue;
       Fire(ci, g, begin, end + 1, v, sink);
-      g.entries.clear();
+      ClearWindow(g);
       return;
     }
+  }
+
+  static bool Incremental(CorrelationType t) {
+    return t == CorrelationType::kEventCount || t == CorrelationType::kValueCount ||
+           t == CorrelationType::kValueSum || t == CorrelationType::kValueAvg;
+  }
+  static void IncAdd(const CorrelationRule& c, GroupState& g, const WindowEntry& e) {
+    if (e.has_value && c.type == CorrelationType::kValueCount) {
+      auto it = g.inc_values.find(std::string_view(e.value));
+      if (it == g.inc_values.end()) it = g.inc_values.emplace(e.value, 0).first;
+      ++it->second;
+    }
+    if (e.has_number) {
+      g.inc_sum += e.number;
+      ++g.inc_numbers;
+    }
+  }
+  static void IncRemove(const CorrelationRule& c, GroupState& g, const WindowEntry& e) {
+    if (e.has_value && c.type == CorrelationType::kValueCount) {
+      auto it = g.inc_values.find(std::string_view(e.value));
+      if (--it->second == 0) g.inc_values.erase(it);
+    }
+    if (e.has_number) {
+      g.inc_sum -= e.number;
+      --g.inc_numbers;
+    }
+  }
+  static double IncMeasure(const CorrelationRule& c, const GroupState& g, size_t end) {
+    switch (c.type) {
+      case CorrelationType::kEventCount: return static_cast<double>(end - g.inc_begin);
+      case CorrelationType::kValueCount: return static_cast<double>(g.inc_values.size());
+      case CorrelationType::kValueSum: return g.inc_sum;
+      case CorrelationType::kValueAvg:
+        return g.inc_numbers ? g.inc_sum / static_cast<double>(g.inc_numbers) : NAN;
+      default: return NAN;
+    }
+  }
+  static void ClearWindow(GroupState& g) {
+    g.entries.clear();
+    g.inc_valid = false;
+    g.inc_values.clear();
   }
 
   void Fire(int ci, GroupState& g, size_t b, size_t e, double v, AlertSink& sink) {
@@ -577,12 +673,9 @@ struct Engine::Impl {
     a.first_time_ms = g.entries[b].time;
     a.group_by = g.group_by;
     a.value = v;
-    size_t n = e - b;
+    // The newest events of the window that still hold their text (at most kMaxEvidenceEvents).
     for (size_t i = b; i < e; ++i) {
-      // Keep the first and the last events when there are more than the evidence limit.
-      size_t k = i - b;
-      if (n > kMaxEvidenceEvents && k >= kMaxEvidenceEvents / 2 && k < n - kMaxEvidenceEvents / 2) continue;
-      a.evidence.push_back(*g.entries[i].evidence);
+      if (g.entries[i].evidence) a.evidence.push_back(*g.entries[i].evidence);
     }
     if (c.emit) {
       ++stats->alerts;
@@ -654,12 +747,35 @@ struct Engine::Impl {
         }
         in.group_by = &feed_gb;
         in.has_value = c.value_field[k] >= 0 && view.FirstText(c.value_field[k], &in.value);
-        if (!event_evidence) event_evidence = std::make_shared<const std::string>(event_json);
+        if (!event_evidence) event_evidence = EvidenceCopy(event_json);
         in.evidence = event_evidence;
         Feed(ci, in, sink);
       }
     }
   }
+
+  // The event's text for correlation windows. Windows keep only their newest events' texts, so
+  // buffers come and go all the time: a released buffer returns to `evidence_free` (with its
+  // capacity) instead of the heap, and the steady state allocates only shared_ptr blocks.
+  std::shared_ptr<const std::string> EvidenceCopy(std::string_view text) {
+    std::string* b;
+    if (evidence_free->empty()) {
+      b = new std::string(text);
+    } else {
+      b = evidence_free->back().release();
+      evidence_free->pop_back();
+      b->assign(text);
+    }
+    return std::shared_ptr<const std::string>(b, EvidenceRecycler{evidence_free});
+  }
+  struct EvidenceRecycler {
+    std::shared_ptr<std::vector<std::unique_ptr<std::string>>> free;
+    void operator()(const std::string* p) const {
+      std::unique_ptr<std::string> owned(const_cast<std::string*>(p));
+      // Keep buffers of ordinary records only, and not more than a window's worth.
+      if (free->size() < 65536 && owned->capacity() <= (64u << 10)) free->push_back(std::move(owned));
+    }
+  };
 
   void Evaluate(int ri, std::string_view event_json, int64_t time, AlertSink& sink) {
     if (stamp[ri] == stamp_gen) return;

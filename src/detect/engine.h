@@ -169,7 +169,7 @@ struct Alert {
   std::string_view event_json;
   // Correlation: group-by field names and values, the measured value (event count, distinct
   // values, temporal: number of rules seen, sum/avg/median), the window start, and evidence: the
-  // JSON of the events in the window (at most LoadOptions-independent kMaxEvidenceEvents, oldest
+  // JSON of the newest events in the window (at most kMaxEvidenceEvents, oldest
   // first; for chained correlations the inner alerts' summaries).
   std::vector<std::pair<std::string, std::string>> group_by;
   double value = 0;

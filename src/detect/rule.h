@@ -12,17 +12,12 @@
 #include "detect/condition.h"
 #include "detect/engine.h"
 #include "detect/field_db.h"
+#include "core/string_map.h"
 #include "detect/pattern.h"
 
 namespace kw::detect::internal {
 
-// Heterogeneous lookup for unordered_map<std::string, T> with string_view keys.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-template <typename T>
-using StringMap = std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
+using kw::StringMap;
 
 // Where to find one Sigma field in an event: candidate paths, tried in order.
 struct FieldSpec {

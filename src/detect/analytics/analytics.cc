@@ -35,6 +35,7 @@
 
 #include "core/file.h"
 #include "core/json.h"
+#include "core/string_map.h"
 
 namespace kw::detect::analytics {
 namespace {
@@ -60,13 +61,9 @@ std::string Join(std::initializer_list<std::string_view> parts) {
 
 // Hash maps keyed by joined strings, looked up with a string_view built in a reused buffer, so
 // that a lookup of an existing key allocates nothing.
-struct KeyHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
 template <typename V>
-using KeyMap = std::unordered_map<std::string, V, KeyHash, std::equal_to<>>;
-using KeySet = std::unordered_set<std::string, KeyHash, std::equal_to<>>;
+using KeyMap = StringMap<V>;
+using KeySet = StringSet;
 
 // Join() into *out, reusing its buffer.
 std::string_view JoinInto(std::string* out, std::initializer_list<std::string_view> parts) {

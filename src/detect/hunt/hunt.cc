@@ -15,6 +15,7 @@
 #include <simdjson.h>
 
 #include "core/json.h"
+#include "core/string_map.h"
 #include "detect/pattern.h"
 
 namespace kw::detect {
@@ -214,11 +215,6 @@ std::string ChoosePartitionField(const RuleSet& rules, bool has_extra,
   return "";
 }
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
 // Gives each partition value a worker, the least loaded (in bytes) when the value is new.
 class Router {
  public:
@@ -257,7 +253,7 @@ class Router {
   std::string field_;
   std::string scratch_;
   std::vector<uint64_t> load_;
-  std::unordered_map<std::string, int, StringHash, std::equal_to<>> owner_;
+  StringMap<int> owner_;
   std::string_view last_key_;  // points into owner_ (node-based: stable)
   int last_owner_ = -1;
   int keyless_ = -1;
