@@ -79,6 +79,32 @@ std::vector<WindowCase> Cases() {
        "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1h\n  condition: {gt: 1, lte: 2}\n",
        {Ev("2023-06-16T09:00:00Z", "fail"), Ev("2023-06-16T09:00:01Z", "fail")},
        1},
+      {"event_count lt: decided when the window closes",
+       "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1m\n  condition: {lt: 3}\n",
+       {Ev("2023-06-16T09:00:00Z", "fail"), Ev("2023-06-16T09:00:10Z", "fail")},
+       1},
+      {"event_count lt: not when the window fills up",
+       "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1m\n  condition: {lt: 3}\n",
+       {Ev("2023-06-16T09:00:00Z", "fail"), Ev("2023-06-16T09:00:10Z", "fail"),
+        Ev("2023-06-16T09:01:00Z", "fail")},
+       0},
+      {"event_count lte: a later event closes the window and opens the next",
+       "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1m\n  condition: {lte: 1}\n",
+       {Ev("2023-06-16T09:00:00Z", "fail"), Ev("2023-06-16T09:02:00Z", "fail"),
+        Ev("2023-06-16T09:02:30Z", "fail")},
+       1},
+      {"event_count lt: another group's time closes the window",
+       "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1m\n  condition: {lt: 2}\n",
+       {Ev("2023-06-16T09:00:00Z", "fail", "a"), Ev("2023-06-16T09:05:00Z", "fail", "b"),
+        Ev("2023-06-16T09:05:10Z", "fail", "b")},
+       1},
+      {"value_count lt",
+       "  type: value_count\n  rules: [failed_login]\n  group-by: [host]\n  timespan: 10m\n  condition: {field: user, lt: 2}\n",
+       {Ev("2023-06-16T09:00:00Z", "fail", "a", R"(,"host":"h")"),
+        Ev("2023-06-16T09:00:01Z", "fail", "a", R"(,"host":"h")"),
+        Ev("2023-06-16T09:00:00Z", "fail", "a", R"(,"host":"k")"),
+        Ev("2023-06-16T09:00:01Z", "fail", "b", R"(,"host":"k")")},
+       1},
       {"event_count eq",
        "  type: event_count\n  rules: [failed_login]\n  group-by: [user]\n  timespan: 1h\n  condition: {eq: 2}\n",
        {Ev("2023-06-16T09:00:00Z", "fail"), Ev("2023-06-16T09:00:01Z", "fail")},
@@ -181,6 +207,28 @@ TEST(CorrelationTest, Windows) {
     EXPECT_EQ(n, c.alerts) << c.name;
     for (const auto& a : sink.alerts) EXPECT_EQ(a.rule_id, "corr") << c.name;
   }
+}
+
+TEST(CorrelationTest, UpperBoundedConditionsWaitForTheWindowToClose) {
+  std::string yaml = std::string(kBase) +
+                     "title: corr\nid: corr\nlevel: high\ncorrelation:\n  type: event_count\n"
+                     "  rules: [failed_login]\n  group-by: [user]\n  timespan: 1m\n"
+                     "  condition: {lt: 3}\n";
+  RuleSet rs = MustLoad(yaml);
+  Engine engine(rs);
+  VectorAlertSink sink;
+  ASSERT_TRUE(engine.Process(Ev("2023-06-16T09:00:00Z", "fail"), {"test", "", ""}, sink).ok());
+  EXPECT_TRUE(sink.alerts.empty()) << "fired on the first event, before the window was complete";
+  ASSERT_TRUE(engine.Process(Ev("2023-06-16T09:00:30Z", "fail"), {"test", "", ""}, sink).ok());
+  EXPECT_TRUE(sink.alerts.empty());
+  // The window [09:00:00, 09:01:00] is complete once the group's event time passes its end.
+  ASSERT_TRUE(engine.Process(Ev("2023-06-16T09:01:01Z", "fail"), {"test", "", ""}, sink).ok());
+  ASSERT_EQ(sink.alerts.size(), 1u);
+  EXPECT_EQ(sink.alerts[0].value, 2);
+  EXPECT_EQ(sink.alerts[0].evidence, 2u);
+  // The next window (one event so far) is decided at the end of input.
+  engine.Flush(sink);
+  EXPECT_EQ(sink.alerts.size(), 2u);
 }
 
 // The specification's own example: failed logins followed by a successful login, chained.

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <deque>
+#include <queue>
 #include <filesystem>
 #include <unordered_map>
 #include <unordered_set>
@@ -305,6 +306,11 @@ struct GroupState {
   StringMap<uint32_t> inc_values;
   double inc_sum = 0;
   size_t inc_numbers = 0;
+  // Correlations decided when their window closes (see Engine::Impl::at_close): the open
+  // window's first event time, or INT64_MIN; events up to closed_until belong to windows
+  // already decided.
+  int64_t win_start = INT64_MIN;
+  int64_t closed_until = INT64_MIN;
 };
 
 // Bounds the memory an adversarial stream (a new user name per event) can make one correlation
@@ -315,6 +321,10 @@ struct CorrState {
   std::unordered_map<std::string, GroupState> groups;
   int64_t newest = INT64_MIN;
   uint64_t inputs = 0;
+  // Correlations decided when their window closes: (window end, group key), soonest first.
+  std::priority_queue<std::pair<int64_t, std::string>, std::vector<std::pair<int64_t, std::string>>,
+                      std::greater<>>
+      closes;
 };
 
 }  // namespace
@@ -332,6 +342,7 @@ struct Engine::Impl {
   uint32_t stamp_gen = 0;
   std::vector<int8_t> entry_memo;
   std::vector<CorrState> corr;
+  std::vector<bool> at_close;  // per correlation: decided when its window closes
   std::string time_text;
   int64_t last_time = 0;
   std::string event_json_copy;
@@ -349,6 +360,17 @@ struct Engine::Impl {
   Impl(const RuleSet& rs, Stats* s)
       : d(rs.d_), view(rs.d_.get(), &hs_scratch), stamp(rs.d_->rules.size(), 0),
         entry_memo(rs.d_->mappings.size(), -1), corr(rs.d_->correlations.size()), stats(s) {
+    // A count can only grow while its window is open: a threshold from above (lt, lte) or an
+    // exact value (eq, neq) is decided when the window closes, not at the first event.
+    for (const auto& c : d->correlations) {
+      bool counts = c.type == CorrelationType::kEventCount || c.type == CorrelationType::kValueCount;
+      bool upper = false;
+      for (const auto& [op, n] : c.conditions) {
+        upper = upper || op == internal::CompareOp::kLt || op == internal::CompareOp::kLte ||
+                op == internal::CompareOp::kEq || op == internal::CompareOp::kNeq;
+      }
+      at_close.push_back(counts && upper);
+    }
     buf.reserve(64 << 10);
     for (const auto& db : d->field_dbs) {
       // Only fails when out of memory; matching then falls back to no alerts on those fields.
@@ -519,6 +541,7 @@ struct Engine::Impl {
       return;
     }
     cs.newest = std::max(cs.newest, in.time);
+    if (at_close[ci]) CloseDue(ci, cs.newest, sink);
     bool swept = false;
     if (++cs.inputs % 4096 == 0) {
       swept = true;
@@ -543,6 +566,19 @@ struct Engine::Impl {
     if (known == cs.groups.end()) known = cs.groups.try_emplace(in.key).first;
     GroupState& g = known->second;
     if (g.group_by.empty() && in.group_by) g.group_by = *in.group_by;
+    if (at_close[ci]) {
+      // Tumbling windows from a group's first event: an event past the open window's end
+      // decides that window and opens the next.
+      if (g.win_start != INT64_MIN && in.time > g.win_start + c.timespan_ms) CloseWindow(ci, g, sink);
+      if (in.time <= g.closed_until) {
+        ++stats->late_events;
+        return;
+      }
+      if (g.win_start == INT64_MIN) {
+        g.win_start = in.time;
+        cs.closes.emplace(in.time + c.timespan_ms, in.key);
+      }
+    }
     g.newest = std::max(g.newest, in.time);
     WindowEntry we{in.time, in.ref_pos, {}, 0, false, in.has_value, std::move(in.evidence)};
     if (we.has_value) {
@@ -582,6 +618,7 @@ struct Engine::Impl {
       g.entries.pop_front();
       --at;
     }
+    if (at_close[ci]) return;  // decided when the window closes
     double target = static_cast<double>(c.refs.size());
     bool temporal = c.type == CorrelationType::kTemporal || c.type == CorrelationType::kTemporalOrdered;
     if (in_order && Incremental(c.type)) {
@@ -622,6 +659,33 @@ struct Engine::Impl {
       ClearWindow(g);
       return;
     }
+  }
+
+  // Decides the windows of correlation `ci` that ended before `now` (event time).
+  void CloseDue(int ci, int64_t now, AlertSink& sink) {
+    const CorrelationRule& c = d->correlations[ci];
+    CorrState& cs = corr[ci];
+    while (!cs.closes.empty() && cs.closes.top().first < now) {
+      auto [end, key] = cs.closes.top();
+      cs.closes.pop();
+      auto it = cs.groups.find(key);
+      // Skip entries of windows already decided (by a later event of their group).
+      if (it == cs.groups.end() || it->second.win_start == INT64_MIN ||
+          it->second.win_start + c.timespan_ms != end) {
+        continue;
+      }
+      CloseWindow(ci, it->second, sink);
+    }
+  }
+  void CloseWindow(int ci, GroupState& g, AlertSink& sink) {
+    const CorrelationRule& c = d->correlations[ci];
+    if (!g.entries.empty()) {
+      double v = Measure(c, g.entries, 0, g.entries.size());
+      if (!std::isnan(v) && ConditionHolds(c, v, INFINITY)) Fire(ci, g, 0, g.entries.size(), v, sink);
+    }
+    g.closed_until = g.win_start + c.timespan_ms;
+    g.win_start = INT64_MIN;
+    ClearWindow(g);
   }
 
   static bool Incremental(CorrelationType t) {
@@ -889,10 +953,14 @@ const simdjson::dom::element* Engine::last_event() const {
   return impl_->has_root ? &impl_->root : nullptr;
 }
 
-void Engine::Flush(AlertSink&) {
+void Engine::Flush(AlertSink& sink) {
+  for (size_t ci = 0; ci < impl_->corr.size(); ++ci) {
+    if (impl_->at_close[ci]) impl_->CloseDue(static_cast<int>(ci), INT64_MAX, sink);
+  }
   for (auto& c : impl_->corr) {
     c.groups.clear();
     c.newest = INT64_MIN;
+    c.closes = {};
   }
 }
 

@@ -21,7 +21,7 @@
 //   for (each record) {
 //     Status s = engine.Process(json_line, {"m365", "audit", ""}, sink);  // bad JSON: counted
 //   }
-//   engine.Flush(sink);                                   // end of input (no-op today; see below)
+//   engine.Flush(sink);                                   // end of input: open windows decided
 //
 // Events. One event is the text of one JSON object (one record), plus a LogSource hint that the
 // reader supplies (it knows it is reading a Microsoft 365 unified audit log export, an Entra
@@ -60,9 +60,10 @@
 // alerts of a group depend only on its own events, whatever else the Engine sees. A group with no
 // event within 2 timespans of the newest event this correlation saw is forgotten (memory bound).
 // When a correlation fires, its
-// group's window is cleared, so each alert is backed by a fresh set of events. Thresholds are
-// tested every time an event joins a group's window; an `lt`/`lte` condition can therefore fire on
-// the first event of a group (the same thing a per-window SIEM query would report).
+// group's window is cleared, so each alert is backed by a fresh set of events. Thresholds from
+// below are tested every time an event joins a group's window. event_count and value_count with
+// an `lt`/`lte`/`eq`/`neq` condition are decided when the window closes instead (tumbling windows
+// from a group's first event, closed when event time passes their end or at Flush).
 //
 // Multi-threaded hunting: single-event rules give the same alerts whichever Engine sees an event,
 // so events may be spread over engines freely when no correlation rules are loaded. Correlation
@@ -256,8 +257,8 @@ class Engine {
   // next call.
   const simdjson::dom::element* last_event() const;
 
-  // End of input. Today correlations fire as soon as their condition holds, so this only drops
-  // correlation state; call it between independent inputs.
+  // End of input: decides the windows still open of correlations decided at window close, then
+  // drops all correlation state; call it between independent inputs.
   void Flush(AlertSink& sink);
 
   struct Stats {

@@ -34,6 +34,7 @@ inline size_t CountAlerts(const RuleSet& rs, const std::vector<std::string>& eve
     Status s = engine.Process(e, hint, sink);
     EXPECT_TRUE(s.ok()) << s.ToString() << " for " << e;
   }
+  engine.Flush(sink);  // end of input: windows still open are decided
   if (out) *out = sink;
   return sink.alerts.size();
 }
