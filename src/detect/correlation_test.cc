@@ -231,6 +231,34 @@ TEST(CorrelationTest, UpperBoundedConditionsWaitForTheWindowToClose) {
   EXPECT_EQ(sink.alerts.size(), 2u);
 }
 
+// value_percentile, as the specification's example: a value seen in at most 1% of a group's
+// events within the window.
+TEST(CorrelationTest, ValuePercentileReportsRareValuesWhenTheWindowCloses) {
+  std::string yaml = std::string(kBase) +
+                     "title: corr\nid: corr\nlevel: high\ncorrelation:\n  type: value_percentile\n"
+                     "  rules: [successful_login]\n  group-by: [host]\n  timespan: 24h\n"
+                     "  condition: {field: image, lte: 1}\n";
+  RuleSet rs = MustLoad(yaml);
+  auto run = [&](int common) {
+    std::vector<std::string> events;
+    for (int i = 0; i < common; ++i) {
+      char t[32];
+      snprintf(t, sizeof t, "2023-06-16T09:%02d:%02dZ", i / 60 % 60, i % 60);
+      events.push_back(Ev(t, "ok", "bob", R"(,"host":"h","image":"outlook.exe")"));
+    }
+    events.push_back(Ev("2023-06-16T12:00:00Z", "ok", "bob", R"(,"host":"h","image":"rare.exe")"));
+    VectorAlertSink sink;
+    testing::CountAlerts(rs, events, {"test", "", ""}, &sink);
+    return sink;
+  };
+  VectorAlertSink hit = run(199);  // 1 of 200 events: 0.5%
+  ASSERT_EQ(hit.alerts.size(), 1u);
+  EXPECT_DOUBLE_EQ(hit.alerts[0].value, 0.5);
+  EXPECT_EQ(hit.alerts[0].evidence, 1u) << "the evidence is the rare value's event";
+  EXPECT_NE(hit.alerts[0].json.find("\"image\":\"rare.exe\""), std::string::npos) << hit.alerts[0].json;
+  EXPECT_EQ(run(49).alerts.size(), 0u) << "1 of 50 events is 2%, above the 1% condition";
+}
+
 // The specification's own example: failed logins followed by a successful login, chained.
 TEST(CorrelationTest, SpecExampleChain) {
   const char* yaml = R"(title: Correlation - Multiple Failed Logins Followed by Successful Login

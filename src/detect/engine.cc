@@ -313,6 +313,9 @@ struct GroupState {
   int64_t closed_until = INT64_MIN;
 };
 
+// value_percentile keeps the text of this many events of each value as evidence.
+constexpr uint32_t kPercentileEvidencePerValue = 3;
+
 // Bounds the memory an adversarial stream (a new user name per event) can make one correlation
 // hold; beyond it, inputs for new groups are dropped and counted.
 constexpr size_t kMaxGroupsPerCorrelation = 1 << 20;
@@ -364,6 +367,10 @@ struct Engine::Impl {
     // exact value (eq, neq) is decided when the window closes, not at the first event.
     for (const auto& c : d->correlations) {
       bool counts = c.type == CorrelationType::kEventCount || c.type == CorrelationType::kValueCount;
+      if (c.type == CorrelationType::kValuePercentile) {
+        at_close.push_back(true);  // a share is only known once the window is complete
+        continue;
+      }
       bool upper = false;
       for (const auto& [op, n] : c.conditions) {
         upper = upper || op == internal::CompareOp::kLt || op == internal::CompareOp::kLte ||
@@ -524,6 +531,8 @@ struct Engine::Impl {
         size_t m = xs.size() / 2;
         return xs.size() % 2 ? xs[m] : (xs[m - 1] + xs[m]) / 2;
       }
+      case CorrelationType::kValuePercentile:
+        return NAN;  // one share per value: decided in ClosePercentile
     }
     return 0;
   }
@@ -589,7 +598,9 @@ struct Engine::Impl {
       }
       // Only value_count needs the text (the sums and the median use the number). Copied, so
       // the input keeps its buffer for the next event.
-      if (c.type == CorrelationType::kValueCount) we.value = in.value;
+      if (c.type == CorrelationType::kValueCount || c.type == CorrelationType::kValuePercentile) {
+        we.value = in.value;
+      }
     }
     // Insert in time order; equal times keep arrival order.
     // (Events mostly come in time order: check the end before searching.)
@@ -600,10 +611,16 @@ struct Engine::Impl {
     size_t at = static_cast<size_t>(pos - g.entries.begin());
     const bool in_order = pos == g.entries.end();
     if (!in_order) g.inc_valid = false;  // indices and the window's contents moved
-    g.entries.insert(pos, std::move(we));
-    // Only the newest kMaxEvidenceEvents entries of a group keep their event's text: the
-    // evidence an alert can report. Older entries keep what the measures need.
-    if (g.entries.size() > kMaxEvidenceEvents) {
+    auto inserted = g.entries.insert(pos, std::move(we));
+    if (c.type == CorrelationType::kValuePercentile) {
+      // The evidence of a percentile alert is the events of its rare values: keep the text of
+      // the first few events of each value (the window's value counts live in inc_values).
+      if (inserted->has_value && ++g.inc_values[inserted->value] > kPercentileEvidencePerValue) {
+        inserted->evidence.reset();
+      }
+    } else if (g.entries.size() > kMaxEvidenceEvents) {
+      // Only the newest kMaxEvidenceEvents entries of a group keep their event's text: the
+      // evidence an alert can report. Older entries keep what the measures need.
       size_t keep_from = g.entries.size() - kMaxEvidenceEvents;
       g.entries[keep_from - 1].evidence.reset();
       if (at < keep_from) g.entries[at].evidence.reset();
@@ -679,13 +696,44 @@ struct Engine::Impl {
   }
   void CloseWindow(int ci, GroupState& g, AlertSink& sink) {
     const CorrelationRule& c = d->correlations[ci];
-    if (!g.entries.empty()) {
+    if (c.type == CorrelationType::kValuePercentile) {
+      ClosePercentile(ci, g, sink);
+    } else if (!g.entries.empty()) {
       double v = Measure(c, g.entries, 0, g.entries.size());
       if (!std::isnan(v) && ConditionHolds(c, v, INFINITY)) Fire(ci, g, 0, g.entries.size(), v, sink);
     }
     g.closed_until = g.win_start + c.timespan_ms;
     g.win_start = INT64_MIN;
     ClearWindow(g);
+  }
+
+  // value_percentile: each value's share of the window's events (with a value), in percent;
+  // the values whose share meets the condition are reported in one alert: `value` is the
+  // smallest such share, group_by adds the field with that value, evidence holds the events of
+  // the values reported.
+  void ClosePercentile(int ci, GroupState& g, AlertSink& sink) {
+    const CorrelationRule& c = d->correlations[ci];
+    uint64_t total = 0;
+    for (const auto& [value, n] : g.inc_values) total += n;
+    if (total == 0) return;
+    StringSet hits;
+    double rarest = INFINITY;
+    std::string_view rarest_value;
+    for (const auto& [value, n] : g.inc_values) {
+      double share = 100.0 * static_cast<double>(n) / static_cast<double>(total);
+      if (!ConditionHolds(c, share, INFINITY)) continue;
+      hits.insert(value);
+      if (share < rarest || (share == rarest && value < rarest_value)) {
+        rarest = share;
+        rarest_value = value;
+      }
+    }
+    if (hits.empty()) return;
+    std::vector<std::pair<std::string, std::string>> facts = g.group_by;
+    facts.emplace_back(c.field, std::string(rarest_value));
+    std::swap(g.group_by, facts);
+    Fire(ci, g, 0, g.entries.size(), rarest, sink, &hits);
+    std::swap(g.group_by, facts);
   }
 
   static bool Incremental(CorrelationType t) {
@@ -729,7 +777,9 @@ struct Engine::Impl {
     g.inc_values.clear();
   }
 
-  void Fire(int ci, GroupState& g, size_t b, size_t e, double v, AlertSink& sink) {
+  // `only_values`: evidence from the entries carrying these values only (value_percentile).
+  void Fire(int ci, GroupState& g, size_t b, size_t e, double v, AlertSink& sink,
+            const StringSet* only_values = nullptr) {
     const CorrelationRule& c = d->correlations[ci];
     Alert a;
     a.rule = &c.info;
@@ -738,8 +788,10 @@ struct Engine::Impl {
     a.group_by = g.group_by;
     a.value = v;
     // The newest events of the window that still hold their text (at most kMaxEvidenceEvents).
-    for (size_t i = b; i < e; ++i) {
-      if (g.entries[i].evidence) a.evidence.push_back(*g.entries[i].evidence);
+    for (size_t i = b; i < e && a.evidence.size() < kMaxEvidenceEvents; ++i) {
+      const WindowEntry& we = g.entries[i];
+      if (!we.evidence || (only_values && !only_values->count(std::string_view(we.value)))) continue;
+      a.evidence.push_back(*we.evidence);
     }
     if (c.emit) {
       ++stats->alerts;

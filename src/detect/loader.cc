@@ -609,9 +609,8 @@ struct Loader::Impl {
     else if (type == "value_sum") c.type = CorrelationType::kValueSum;
     else if (type == "value_avg") c.type = CorrelationType::kValueAvg;
     else if (type == "value_median") c.type = CorrelationType::kValueMedian;
-    else if (type == "value_percentile") {
-      return Err(corr["type"], "value_percentile is not supported: the specification does not define which percentile is compared");
-    } else {
+    else if (type == "value_percentile") c.type = CorrelationType::kValuePercentile;
+    else {
       return Err(corr["type"] ? corr["type"] : corr, "unknown correlation type '" + type + "'");
     }
     c.rule_names = StringList(corr["rules"]);
@@ -647,7 +646,8 @@ struct Loader::Impl {
     }
     if (!temporal && c.conditions.empty()) return Err(cond, "correlation condition needs gt, gte, lt, lte, eq or neq");
     bool needs_field = c.type == CorrelationType::kValueCount || c.type == CorrelationType::kValueSum ||
-                       c.type == CorrelationType::kValueAvg || c.type == CorrelationType::kValueMedian;
+                       c.type == CorrelationType::kValueAvg || c.type == CorrelationType::kValueMedian ||
+                       c.type == CorrelationType::kValuePercentile;
     if (needs_field && c.field.empty()) return Err(cond, type + " needs condition.field");
     const YAML::Node aliases = corr["aliases"];
     if (aliases) {

@@ -108,6 +108,7 @@ enum class CorrelationType : uint8_t {
   kValueSum,
   kValueAvg,
   kValueMedian,
+  kValuePercentile,  // the share (%) of the window's events that carry each value of the field
 };
 
 // A rule reference: a detection rule or a correlation.
