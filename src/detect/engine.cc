@@ -889,7 +889,7 @@ struct Engine::Impl {
     void operator()(const std::string* p) const {
       std::unique_ptr<std::string> owned(const_cast<std::string*>(p));
       // Keep buffers of ordinary records only, and not more than a window's worth.
-      if (free->size() < 65536 && owned->capacity() <= (64u << 10)) free->push_back(std::move(owned));
+      if (free->size() < 1024 && owned->capacity() <= (64u << 10)) free->push_back(std::move(owned));
     }
   };
 

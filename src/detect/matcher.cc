@@ -220,11 +220,16 @@ bool EventView::Lower(uint32_t i, std::string_view* out) {
   if (!v.low_done) {
     std::string_view raw;
     if (!Raw(i, &raw)) return false;
-    // raw may point into arena_; copy through scratch_ so growth cannot invalidate it.
-    scratch_.assign(raw);
-    v.low_off = static_cast<uint32_t>(arena_.size());
-    v.low_len = static_cast<uint32_t>(scratch_.size());
-    for (char c : scratch_) arena_.push_back(AsciiLower(c));
+    // raw may point into arena_, which the resize below can move: keep its offset then.
+    const bool in_arena = raw.data() >= arena_.data() && raw.data() < arena_.data() + arena_.size();
+    const size_t raw_off = in_arena ? static_cast<size_t>(raw.data() - arena_.data()) : 0;
+    const size_t off = arena_.size();
+    arena_.resize(off + raw.size());
+    const char* src = in_arena ? arena_.data() + raw_off : raw.data();
+    char* dst = arena_.data() + off;
+    for (size_t k = 0; k < raw.size(); ++k) dst[k] = AsciiLower(src[k]);
+    v.low_off = static_cast<uint32_t>(off);
+    v.low_len = static_cast<uint32_t>(raw.size());
     v.low_done = true;
   }
   *out = std::string_view(arena_.data() + v.low_off, v.low_len);

@@ -87,7 +87,6 @@ class EventView {
   std::vector<Span> field_span_;
   std::vector<Value> values_;
   std::string arena_;
-  std::string scratch_;
   std::vector<int8_t> memo_;  // per selection: -1 unknown, 0, 1
 };
 
