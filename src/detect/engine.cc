@@ -352,10 +352,6 @@ struct Engine::Impl {
   CorrInput feed_in;
   std::vector<std::pair<std::string, std::string>> feed_gb;
   std::shared_ptr<const std::string> event_evidence;  // this event's text, once a window needs it
-  // Released evidence buffers (EvidenceCopy); shared with the deleters, so a buffer released
-  // after the Engine is gone is simply freed.
-  std::shared_ptr<std::vector<std::unique_ptr<std::string>>> evidence_free =
-      std::make_shared<std::vector<std::unique_ptr<std::string>>>();
   simdjson::dom::element root;  // the last event parsed, when has_root (a JSON object)
   bool has_root = false;
   Stats* stats;
@@ -863,35 +859,12 @@ struct Engine::Impl {
         }
         in.group_by = &feed_gb;
         in.has_value = c.value_field[k] >= 0 && view.FirstText(c.value_field[k], &in.value);
-        if (!event_evidence) event_evidence = EvidenceCopy(event_json);
+        if (!event_evidence) event_evidence = std::make_shared<const std::string>(event_json);
         in.evidence = event_evidence;
         Feed(ci, in, sink);
       }
     }
   }
-
-  // The event's text for correlation windows. Windows keep only their newest events' texts, so
-  // buffers come and go all the time: a released buffer returns to `evidence_free` (with its
-  // capacity) instead of the heap, and the steady state allocates only shared_ptr blocks.
-  std::shared_ptr<const std::string> EvidenceCopy(std::string_view text) {
-    std::string* b;
-    if (evidence_free->empty()) {
-      b = new std::string(text);
-    } else {
-      b = evidence_free->back().release();
-      evidence_free->pop_back();
-      b->assign(text);
-    }
-    return std::shared_ptr<const std::string>(b, EvidenceRecycler{evidence_free});
-  }
-  struct EvidenceRecycler {
-    std::shared_ptr<std::vector<std::unique_ptr<std::string>>> free;
-    void operator()(const std::string* p) const {
-      std::unique_ptr<std::string> owned(const_cast<std::string*>(p));
-      // Keep buffers of ordinary records only, and not more than a window's worth.
-      if (free->size() < 1024 && owned->capacity() <= (64u << 10)) free->push_back(std::move(owned));
-    }
-  };
 
   void Evaluate(int ri, std::string_view event_json, int64_t time, AlertSink& sink) {
     if (stamp[ri] == stamp_gen) return;
