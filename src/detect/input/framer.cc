@@ -613,6 +613,11 @@ class CsvFramer : public Framer {
         header_done_ = true;
         continue;
       }
+      if (row.size() > max_) {  // a whole row in the window can be too long too
+        f->line = start_line;
+        f->reason = Oversize(max_);
+        return FrameStatus::kBad;
+      }
       std::string reason = ExtractColumn(row);
       f->line = start_line;
       if (!reason.empty()) {

@@ -454,6 +454,14 @@ TEST(RecordReaderTest, LongRecordsGrowTheWindow) {
   ASSERT_EQ(r.records.size(), 1u);
   EXPECT_EQ(r.records[0].json, "{\"b\":2}");
   EXPECT_EQ(r.bad.count, 1u);
+  // Also when the whole row is already in the window.
+  o.max_record_bytes = 200;
+  std::string row = "{\"\"x\"\":\"\"" + std::string(500, 'a') + "\"\"}";
+  r = ReadAll(dir.Write("c.csv", "AuditData\n\"" + row + "\"\n\"{\"\"b\"\":2}\"\n"), LogFormat::kAuto, o);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].json, "{\"b\":2}");
+  ASSERT_EQ(r.bad.count, 1u);
+  EXPECT_EQ(r.bad.first[0].line, 2u);
 }
 
 TEST(RecordReaderTest, OversizeRecordIsBadAndSkipped) {
