@@ -563,6 +563,14 @@ class CsvFramer : public Framer {
       size_t consumed;
       if (row_end == nullptr) {
         if (!w->eof) {
+          if (skip_to_newline_) {
+            // Still inside a row already reported as too long: drop what was scanned (the
+            // quote state carries on) instead of letting the window fill up again.
+            line_ += CountNewlines(v);
+            scanned_ = 0;
+            w->begin = w->end;
+            return FrameStatus::kNeedMore;
+          }
           if (v.size() > max_) {
             // Skip the rest of this row, still tracking quotes so that the row's end is found
             // where a well-formed file has it.

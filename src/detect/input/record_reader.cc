@@ -90,7 +90,7 @@ RecordBatch& RecordBatch::operator=(RecordBatch&&) noexcept = default;
 Record RecordBatch::operator[](size_t i) const {
   const Entry& e = entries_[i];
   Record r;
-  r.json = std::string_view(buf_.get() + e.offset, e.length);
+  r.json = std::string_view((e.in_window ? window_.get() : buf_.get()) + e.offset, e.length);
   r.file = file_ ? std::string_view(*file_) : std::string_view();
   r.line = e.line;
   r.source = internal::SourceHintAt(e.source);
@@ -103,19 +103,43 @@ void RecordBatch::Clear() {
   payload_bytes_ = 0;
 }
 
-// Appends records to a batch, keeping kRecordPadding zero bytes after the last one.
+// Appends records to a batch: a record that is unchanged text of the read window `w` is kept as
+// a view into it (the window goes to the batch at the end: RecordReader::Impl::HandOver);
+// others are copied, keeping kRecordPadding zero bytes after the last one.
 class BatchBuilder : public internal::RecordSink {
  public:
-  BatchBuilder(RecordBatch* b, std::shared_ptr<const std::string> file, size_t reserve) : b_(b) {
+  BatchBuilder(RecordBatch* b, std::shared_ptr<const std::string> file, const internal::Window* w,
+               size_t reserve)
+      : b_(b), w_(w) {
     b_->Clear();
     b_->file_ = std::move(file);
     Reserve(reserve);
   }
   void set_line(uint64_t line) { line_ = line; }
+  // Records that view the window: it must not move until the batch takes it.
+  size_t window_records() const { return window_records_; }
+  // The window buffer the batch held from its previous use (its capacity in *cap).
+  static std::unique_ptr<char[]> TakeOldWindow(RecordBatch* b, size_t* cap) {
+    *cap = b->window_cap_;
+    b->window_cap_ = 0;
+    return std::move(b->window_);
+  }
+  void GiveWindow(std::unique_ptr<char[]> window, size_t cap) {
+    b_->window_ = std::move(window);
+    b_->window_cap_ = cap;
+  }
   void Add(std::string_view json, uint16_t source) override {
+    const char* wb = w_ ? w_->data.get() : nullptr;
+    if (wb && json.data() >= wb && json.data() + json.size() <= wb + w_->end) {
+      b_->entries_.push_back({static_cast<uint64_t>(json.data() - wb), line_,
+                              static_cast<uint32_t>(json.size()), source, true});
+      b_->payload_bytes_ += json.size();
+      ++window_records_;
+      return;
+    }
     Reserve(b_->used_ + json.size());
     std::memcpy(b_->buf_.get() + b_->used_, json.data(), json.size());
-    b_->entries_.push_back({b_->used_, line_, static_cast<uint32_t>(json.size()), source});
+    b_->entries_.push_back({b_->used_, line_, static_cast<uint32_t>(json.size()), source, false});
     b_->used_ += json.size();
     b_->payload_bytes_ += json.size();
     std::memset(b_->buf_.get() + b_->used_, 0, kRecordPadding);
@@ -131,7 +155,9 @@ class BatchBuilder : public internal::RecordSink {
     b_->cap_ = cap;
   }
   RecordBatch* b_;
+  const internal::Window* w_;
   uint64_t line_ = 0;
+  size_t window_records_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +182,7 @@ class RecordReader::Impl {
     // Record lengths are kept in 32 bits; no log record comes near 1 GiB.
     options_.max_record_bytes = std::clamp<size_t>(options_.max_record_bytes, 64, 1u << 30);
     options_.batch_bytes = std::max<size_t>(options_.batch_bytes, 1);
-    w_.cap = std::min(std::max<size_t>(options_.batch_bytes, size_t{64} << 10), kReadChunk * 4);
+    w_.cap = std::min(std::max<size_t>(options_.batch_bytes, size_t{64} << 10), kReadChunk);
     w_.data.reset(new char[w_.cap + internal::Window::kWindowPadding]);
     std::memset(w_.data.get(), 0, w_.cap + internal::Window::kWindowPadding);
   }
@@ -171,7 +197,12 @@ class RecordReader::Impl {
   const BadRecordStats& bad() const { return bad_; }
 
  private:
-  Status Fill();
+  // Reads more into the window. may_move: the window may be compacted or grown first (no record
+  // of the batch being built views it); otherwise bytes are only appended, up to its capacity.
+  Status Fill(bool may_move = true);
+  // Gives the window to `out` (whose records view it) and continues in a fresh buffer holding
+  // the unframed rest; `spare` is the window `out` held last time, reused when it fits.
+  void HandOver(BatchBuilder* out, std::unique_ptr<char[]> spare, size_t spare_cap);
   void AddBad(uint64_t line, std::string reason) {
     ++bad_.count;
     if (bad_.first.size() < options_.max_bad_records_kept) {
@@ -198,14 +229,14 @@ class RecordReader::Impl {
   BadRecordStats bad_;
 };
 
-Status RecordReader::Impl::Fill() {
+Status RecordReader::Impl::Fill(bool may_move) {
   if (w_.eof) return Status::Ok();
-  if (w_.begin > 0) {
+  if (may_move && w_.begin > 0) {
     std::memmove(w_.data.get(), w_.data.get() + w_.begin, w_.end - w_.begin);
     w_.end -= w_.begin;
     w_.begin = 0;
   }
-  if (w_.end == w_.cap) {
+  if (may_move && w_.end == w_.cap) {
     // One record fills the window: grow it, up to the longest record allowed plus a read.
     size_t limit = options_.max_record_bytes + kReadChunk;
     size_t cap = std::min(w_.cap * 2, limit);
@@ -223,7 +254,7 @@ Status RecordReader::Impl::Fill() {
       break;
     }
     w_.end += got;
-    if (w_.end - w_.begin >= kReadChunk) break;
+    if (may_move && w_.end - w_.begin >= kReadChunk) break;
   }
   std::memset(w_.data.get() + w_.end, 0, internal::Window::kWindowPadding);
   if (w_.eof && !damage_reported_) {
@@ -347,13 +378,33 @@ void RecordReader::Impl::Process(const internal::Frame& f, BatchBuilder* b) {
   if (!reason.empty()) AddBad(f.line, std::move(reason));
 }
 
+void RecordReader::Impl::HandOver(BatchBuilder* out, std::unique_ptr<char[]> spare,
+                                  size_t spare_cap) {
+  const size_t rest = w_.end - w_.begin;
+  std::unique_ptr<char[]> fresh =
+      spare && spare_cap == w_.cap ? std::move(spare)
+                                   : std::unique_ptr<char[]>(new char[w_.cap + internal::Window::kWindowPadding]);
+  std::memcpy(fresh.get(), w_.data.get() + w_.begin, rest);
+  std::memset(fresh.get() + rest, 0, internal::Window::kWindowPadding);
+  out->GiveWindow(std::move(w_.data), w_.cap);
+  w_.data = std::move(fresh);
+  w_.begin = 0;
+  w_.end = rest;
+}
+
 Result<bool> RecordReader::Impl::NextBatch(RecordBatch* out) {
-  BatchBuilder builder(out, file_, options_.batch_bytes + (64u << 10));
+  size_t spare_cap = 0;
+  std::unique_ptr<char[]> spare = BatchBuilder::TakeOldWindow(out, &spare_cap);
+  BatchBuilder builder(out, file_, &w_, options_.batch_bytes + (64u << 10));
   while (!pending_.empty()) {
     Process(pending_.front(), &builder);
     pending_.pop_front();
   }
-  while (!done_ && out->payload_bytes() < options_.batch_bytes) {
+  // Unchanged records stay in the window they were read into (no copy): while some do, the
+  // window only takes appended bytes, and once it is full the batch ends and takes it.
+  constexpr size_t kMinAppend = 64u << 10;
+  bool window_full = false;
+  while (!done_ && !window_full && out->payload_bytes() < options_.batch_bytes) {
     internal::Frame f;
     switch (framer_->Next(&w_, &f)) {
       case internal::FrameStatus::kRecord:
@@ -363,13 +414,20 @@ Result<bool> RecordReader::Impl::NextBatch(RecordBatch* out) {
         AddBad(f.line, std::move(f.reason));
         break;
       case internal::FrameStatus::kNeedMore:
-        KW_RETURN_IF_ERROR(Fill());
+        if (builder.window_records() == 0) {
+          KW_RETURN_IF_ERROR(Fill());
+        } else if (w_.cap - w_.end >= kMinAppend) {
+          KW_RETURN_IF_ERROR(Fill(/*may_move=*/false));
+        } else {
+          window_full = true;
+        }
         break;
       case internal::FrameStatus::kEnd:
         done_ = true;
         break;
     }
   }
+  if (builder.window_records() > 0) HandOver(&builder, std::move(spare), spare_cap);
   records_ += out->size();
   return !out->empty();
 }

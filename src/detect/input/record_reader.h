@@ -13,8 +13,9 @@
 // worker thread and read from several threads at once; it stays valid after the reader is gone.
 //
 // Memory: bounded whatever the input size. The reader never loads a whole file; it keeps one
-// input window (about ReaderOptions::batch_bytes, growing to max_record_bytes for one long record)
-// and each batch holds about batch_bytes of records. A record over max_record_bytes is skipped and
+// input window (up to 1 MiB, growing to max_record_bytes for one long record) and each batch
+// holds at most about batch_bytes of records, plus the window its unchanged records were read
+// into (handed over, not copied). A record over max_record_bytes is skipped and
 // counted as bad.
 //
 // Bad input is never fatal: a malformed line, bad CSV quoting, a truncated file or gzip stream,
@@ -104,13 +105,18 @@ class RecordBatch {
  private:
   friend class BatchBuilder;
   struct Entry {
-    uint64_t offset;
+    uint64_t offset;  // in window_ when in_window, else in buf_
     uint64_t line;
     uint32_t length;
     uint16_t source;  // index into the static table of source hints
+    bool in_window;
   };
   std::shared_ptr<const std::string> file_;
-  std::unique_ptr<char[]> buf_;  // records, then at least kRecordPadding zero bytes
+  // The reader's read window the batch's unchanged records were framed in, handed over whole
+  // (records used in place, not copied); at least kRecordPadding readable bytes follow each.
+  std::unique_ptr<char[]> window_;
+  size_t window_cap_ = 0;
+  std::unique_ptr<char[]> buf_;  // copied records, then at least kRecordPadding zero bytes
   size_t cap_ = 0;               // allocated bytes of buf_
   size_t used_ = 0;              // bytes of records in buf_
   std::vector<Entry> entries_;
@@ -118,7 +124,8 @@ class RecordBatch {
 };
 
 struct ReaderOptions {
-  // Target size of one batch's records. A batch ends after the record that reaches it.
+  // Largest size of one batch's records: a batch ends after the record that reaches it, or
+  // earlier when the input window its records were read into is full.
   size_t batch_bytes = 4u << 20;
   // A record longer than this (after decompression, before normalisation) is a bad record.
   // Clamped to [64 B, 1 GiB].

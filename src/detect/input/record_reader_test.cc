@@ -621,3 +621,55 @@ TEST(RecordReaderTest, HugeArrayStreamsWithBoundedMemory) {
 
 }  // namespace
 }  // namespace kw::detect
+
+namespace kw::detect {
+namespace {
+
+// Records are used in the read window they were read into, which goes to their batch: batches
+// kept alive while the reader goes on must still hold their records, each followed by readable
+// padding, whatever the batch size and however records fall across window refills.
+TEST(RecordReaderTest, BatchesKeepTheirRecordsWhileTheReaderGoesOn) {
+  TempDir dir;
+  std::vector<std::string> lines;
+  std::string text;
+  for (int i = 0; i < 3000; ++i) {
+    std::string line = "{\"n\":" + std::to_string(i) + ",\"pad\":\"" +
+                       std::string(static_cast<size_t>(50 + (i * 7919) % 3000), 'a' + i % 26) + "\"}";
+    lines.push_back(line);
+    text += line + (i % 5 == 0 ? "\r\n" : "\n");
+  }
+  std::string path = dir.Write("lines.jsonl", text);
+  for (size_t batch_bytes : {size_t{1000}, size_t{100000}, size_t{4} << 20}) {
+    SCOPED_TRACE(batch_bytes);
+    ReaderOptions o;
+    o.batch_bytes = batch_bytes;
+    auto reader = RecordReader::Open(path, LogFormat::kAuto, o);
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    std::vector<std::unique_ptr<RecordBatch>> batches;
+    for (;;) {
+      auto b = std::make_unique<RecordBatch>();
+      auto more = (*reader)->NextBatch(b.get());
+      ASSERT_TRUE(more.ok()) << more.status().ToString();
+      if (!*more) break;
+      batches.push_back(std::move(b));
+    }
+    reader->reset();
+    simdjson::dom::parser parser;
+    size_t k = 0;
+    for (const auto& b : batches) {
+      for (size_t i = 0; i < b->size(); ++i, ++k) {
+        Record r = (*b)[i];
+        ASSERT_LT(k, lines.size());
+        ASSERT_EQ(r.json, lines[k]);
+        ASSERT_EQ(r.line, k + 1);
+        simdjson::dom::element e;
+        ASSERT_EQ(parser.parse(r.json.data(), r.json.size(), /*realloc_if_needed=*/false).get(e),
+                  simdjson::SUCCESS);
+      }
+    }
+    EXPECT_EQ(k, lines.size());
+  }
+}
+
+}  // namespace
+}  // namespace kw::detect
