@@ -206,10 +206,7 @@ Result<RuleSet> RuleSet::LoadFromStrings(
   return RuleSet(std::move(data));
 }
 
-Result<RuleSet> RuleSet::Load(const std::vector<std::string>& paths, const LoadOptions& options,
-                              LoadReport* report) {
-  LoadReport local;
-  if (!report) report = &local;
+Result<std::vector<std::string>> RuleFiles(const std::vector<std::string>& paths) {
   namespace fs = std::filesystem;
   std::vector<std::string> files;
   for (const auto& p : paths) {
@@ -227,6 +224,14 @@ Result<RuleSet> RuleSet::Load(const std::vector<std::string>& paths, const LoadO
     }
   }
   std::sort(files.begin(), files.end());
+  return files;
+}
+
+Result<RuleSet> RuleSet::Load(const std::vector<std::string>& paths, const LoadOptions& options,
+                              LoadReport* report) {
+  LoadReport local;
+  if (!report) report = &local;
+  KW_ASSIGN_OR_RETURN(std::vector<std::string> files, RuleFiles(paths));
   std::vector<std::pair<std::string, std::string>> texts;
   texts.reserve(files.size());
   for (const auto& f : files) {

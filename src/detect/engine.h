@@ -280,6 +280,10 @@ class Engine {
   Stats stats_;
 };
 
+// The rule files under `paths` (files as given; directories searched recursively for *.yml and
+// *.yaml), sorted, as RuleSet::Load reads them. NotFound for a path that does not exist.
+Result<std::vector<std::string>> RuleFiles(const std::vector<std::string>& paths);
+
 // Parses an ISO 8601 / RFC 3339 date-time ("2023-06-16T09:41:00Z", with optional fraction and
 // offset; a missing offset means UTC; a date alone means midnight) to ms since the epoch.
 Result<int64_t> ParseIsoTime(std::string_view text);

@@ -25,7 +25,6 @@
 #include <array>
 #include <cstring>
 #include <deque>
-#include <filesystem>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -745,23 +744,7 @@ Status StormSigmaSources(const AnalyticsOptions& o,
     for (const auto& t : BuiltinStormRules()) texts->push_back(t);
     return Status::Ok();
   }
-  namespace fs = std::filesystem;
-  std::vector<std::string> files;
-  for (const auto& p : o.rule_paths) {
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      for (fs::recursive_directory_iterator it(p, ec), end; !ec && it != end; it.increment(ec)) {
-        auto ext = it->path().extension();
-        if (it->is_regular_file(ec) && (ext == ".yml" || ext == ".yaml")) files.push_back(it->path());
-      }
-      if (ec) return UnavailableError("cannot list '" + p + "': " + ec.message());
-    } else if (fs::exists(p, ec)) {
-      files.push_back(p);
-    } else {
-      return NotFoundError("rule path '" + p + "' does not exist");
-    }
-  }
-  std::sort(files.begin(), files.end());
+  KW_ASSIGN_OR_RETURN(std::vector<std::string> files, RuleFiles(o.rule_paths));
   for (const auto& f : files) {
     KW_ASSIGN_OR_RETURN(std::string text, ReadFile(f, 4u << 20));
     texts->emplace_back(f, std::move(text));
