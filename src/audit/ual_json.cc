@@ -27,6 +27,7 @@
 
 #include "audit/audit_log.h"
 #include "audit/log_format.h"
+#include "core/ascii.h"
 #include "core/clock.h"
 #include "core/json.h"
 #include "crypto/crypto.h"
@@ -41,17 +42,6 @@ bool IsIdentityEvent(const AuditRecord& r) {
   return StartsWith(op, "Token") || StartsWith(op, "SignIn") || StartsWith(op, "Key") ||
          StartsWith(op, "token_") || StartsWith(op, "sign_in") || StartsWith(op, "key_") ||
          StartsWith(r.resource, "identity:");
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 std::string Hex(std::string_view raw) {
@@ -106,7 +96,7 @@ std::string ToUalJson(const AuditRecord& r) {
   w.Key("ClientAppId").String(r.client_app_id);
   w.Key("ExternalAccess").Bool(false);
   int logon_type = 0;
-  if (!app_only && !r.mailbox_owner.empty() && !EqualsIgnoreCase(r.mailbox_owner, r.user_upn) &&
+  if (!app_only && !r.mailbox_owner.empty() && !AsciiEqualsIgnoreCase(r.mailbox_owner, r.user_upn) &&
       r.mailbox_owner != r.user_id) {
     logon_type = 2;
   }

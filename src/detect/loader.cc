@@ -7,6 +7,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "core/ascii.h"
+
 namespace kw::detect::internal {
 namespace {
 
@@ -46,11 +48,6 @@ std::string Scalar(const YAML::Node& n) {
   return "";
 }
 
-std::string Lower(std::string s) {
-  for (char& c : s) c = AsciiLower(c);
-  return s;
-}
-
 std::vector<std::string> StringList(const YAML::Node& n) {
   std::vector<std::string> out;
   if (!n) return out;
@@ -74,7 +71,7 @@ std::string Join(const std::vector<std::string>& v, std::string_view sep) {
 }
 
 bool Truthy(const YAML::Node& n) {
-  std::string s = Lower(Scalar(n));
+  std::string s = AsciiLowerCopy(Scalar(n));
   return s == "true" || s == "yes" || s == "1";
 }
 
@@ -91,7 +88,7 @@ struct Modifiers {
 MaybeError ParseModifiers(const YAML::Node& key, const std::vector<std::string>& names,
                           Modifiers* m) {
   for (const std::string& raw : names) {
-    std::string n = Lower(raw);
+    std::string n = AsciiLowerCopy(raw);
     if (n == "contains") m->contains = true;
     else if (n == "startswith") m->startswith = true;
     else if (n == "endswith") m->endswith = true;
@@ -334,7 +331,7 @@ struct Loader::Impl {
     }
     bool is_null = item.IsNull() || (item.Tag() == "?" && item.Scalar().empty());
     if (m.exists) {
-      std::string s = Lower(Scalar(item));
+      std::string s = AsciiLowerCopy(Scalar(item));
       if (s != "true" && s != "false") return Err(item, "exists takes true or false");
       v.kind = ValueTest::Kind::kExists;
       v.exists = s == "true";
@@ -535,9 +532,9 @@ struct Loader::Impl {
   static LogSourceKey ParseLogSource(const YAML::Node& n) {
     LogSourceKey k;
     if (n && n.IsMap()) {
-      k.product = Lower(Scalar(n["product"]));
-      k.service = Lower(Scalar(n["service"]));
-      k.category = Lower(Scalar(n["category"]));
+      k.product = AsciiLowerCopy(Scalar(n["product"]));
+      k.service = AsciiLowerCopy(Scalar(n["service"]));
+      k.category = AsciiLowerCopy(Scalar(n["category"]));
     }
     return k;
   }
@@ -546,8 +543,8 @@ struct Loader::Impl {
     info->id = Scalar(doc["id"]);
     info->name = Scalar(doc["name"]);
     info->title = Scalar(doc["title"]);
-    info->level = Lower(Scalar(doc["level"]));
-    info->status = Lower(Scalar(doc["status"]));
+    info->level = AsciiLowerCopy(Scalar(doc["level"]));
+    info->status = AsciiLowerCopy(Scalar(doc["status"]));
     info->description = Scalar(doc["description"]);
     info->author = doc["author"] && doc["author"].IsSequence() ? Join(StringList(doc["author"]), ", ")
                                                                : Scalar(doc["author"]);
@@ -600,7 +597,7 @@ struct Loader::Impl {
     c.info.is_correlation = true;
     const YAML::Node corr = doc["correlation"];
     if (!corr.IsMap()) return Err(corr, "correlation must be a map");
-    std::string type = Lower(Scalar(corr["type"]));
+    std::string type = AsciiLowerCopy(Scalar(corr["type"]));
     c.info.correlation_type = type;
     if (type == "event_count") c.type = CorrelationType::kEventCount;
     else if (type == "value_count") c.type = CorrelationType::kValueCount;
@@ -624,7 +621,7 @@ struct Loader::Impl {
     if (cond) {
       if (!cond.IsMap()) return Err(cond, "correlation condition must be a map");
       for (const auto& kv : cond) {
-        std::string k = Lower(Scalar(kv.first));
+        std::string k = AsciiLowerCopy(Scalar(kv.first));
         if (k == "field") {
           c.field = Scalar(kv.second);
           continue;
@@ -692,7 +689,7 @@ struct Loader::Impl {
       }
       id = Scalar(doc["id"]);
       title = Scalar(doc["title"]);
-      std::string status = Lower(Scalar(doc["status"]));
+      std::string status = AsciiLowerCopy(Scalar(doc["status"]));
       for (const auto& s : options.skip_statuses) {
         if (!status.empty() && AsciiEqualsIgnoreCase(s, status)) {
           ++report->skipped;
@@ -752,7 +749,7 @@ struct Loader::Impl {
         e.timestamp_field = ts.Scalar();
       } else if (ts.IsMap()) {
         e.timestamp_field = Scalar(ts["field"]);
-        std::string f = Lower(Scalar(ts["format"]));
+        std::string f = AsciiLowerCopy(Scalar(ts["format"]));
         if (f.empty() || f == "auto") e.timestamp_format = TimeFormat::kAuto;
         else if (f == "iso8601") e.timestamp_format = TimeFormat::kIso;
         else if (f == "epoch" || f == "epoch_seconds") e.timestamp_format = TimeFormat::kEpochSeconds;

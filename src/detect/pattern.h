@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/ascii.h"
 #include "core/status.h"
 
 namespace re2 {
@@ -22,11 +23,8 @@ class RE2;
 
 namespace kw::detect {
 
-// ASCII lower-casing: Sigma's case-insensitivity is applied to ASCII letters only; other bytes
-// (UTF-8 sequences included) compare exactly.
-inline char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-std::string AsciiLowerCopy(std::string_view s);
-bool AsciiEqualsIgnoreCase(std::string_view a, std::string_view b);
+// Sigma's case-insensitivity is applied to ASCII letters only (core/ascii.h): other bytes, UTF-8
+// sequences included, compare exactly.
 
 // One element of a Sigma string after unescaping: a literal byte or a wildcard.
 struct SigmaChar {

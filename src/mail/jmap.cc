@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/ascii.h"
 #include "core/base64url.h"
 #include "crypto/crypto.h"
 #include "mail/mime.h"
@@ -99,11 +100,6 @@ std::string AngleId(const std::string& message_id) {
   return message_id.empty() ? std::string() : "<" + message_id + ">";
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 std::string Base64Mime(std::string_view bytes) {
   std::string b = Base64UrlEncode(bytes);
@@ -238,7 +234,7 @@ std::string StripBcc(std::string_view raw) {
     size_t nl = head.find('\n', i);
     std::string_view line = head.substr(i, nl == std::string_view::npos ? std::string_view::npos : nl - i + 1);
     bool continuation = !line.empty() && (line[0] == ' ' || line[0] == '\t');
-    if (!continuation) skipping = line.size() >= 4 && Lower(line.substr(0, 4)) == "bcc:";
+    if (!continuation) skipping = line.size() >= 4 && AsciiLowerCopy(line.substr(0, 4)) == "bcc:";
     if (!skipping) out.append(line);
     if (nl == std::string_view::npos) break;
     i = nl + 1;
@@ -694,7 +690,7 @@ Result<Value> MailboxQuery(MethodEnv& env, const Value& args) {
         if (filter && filter->is_object()) {
           for (const auto& [k, v] : filter->as_object()) {
             if (k == "parentId") ok &= v.is_null() ? m.parent_id.empty() : (v.is_string() && v.as_string() == m.parent_id);
-            else if (k == "name") ok &= v.is_string() && Lower(m.name).find(Lower(v.as_string())) != std::string::npos;
+            else if (k == "name") ok &= v.is_string() && AsciiLowerCopy(m.name).find(AsciiLowerCopy(v.as_string())) != std::string::npos;
             else if (k == "role") ok &= v.is_null() ? m.role.empty() : (v.is_string() && v.as_string() == m.role);
             else if (k == "hasAnyRole") ok &= v.is_bool() && v.as_bool() == !m.role.empty();
             else if (k == "isSubscribed") ok &= v.is_bool() && v.as_bool() == m.subscribed;
@@ -710,7 +706,7 @@ Result<Value> MailboxQuery(MethodEnv& env, const Value& args) {
           if (!prop || !prop->is_string()) return MethodError("invalidArguments", "comparator needs 'property'");
           if (prop->as_string() == "name") {
             std::stable_sort(hits.begin(), hits.end(), [&](const Mailbox& a, const Mailbox& b) {
-              return asc ? Lower(a.name) < Lower(b.name) : Lower(b.name) < Lower(a.name);
+              return asc ? AsciiLowerCopy(a.name) < AsciiLowerCopy(b.name) : AsciiLowerCopy(b.name) < AsciiLowerCopy(a.name);
             });
           } else if (prop->as_string() == "sortOrder") {
             std::stable_sort(hits.begin(), hits.end(), [&](const Mailbox& a, const Mailbox& b) {
@@ -1140,7 +1136,7 @@ Result<Value> EmailGet(MethodEnv& env, const Value& args) {
             auto hp = ParseHeaderProp(p).value();
             Value all = Arr();
             for (const auto& h : headers.as_array()) {
-              if (Lower(h.Find("name")->as_string()) == Lower(hp.name)) {
+              if (AsciiLowerCopy(h.Find("name")->as_string()) == AsciiLowerCopy(hp.name)) {
                 all.Push(HeaderForm(h.Find("value")->as_string(), hp.form));
               }
             }
@@ -1314,7 +1310,7 @@ Value ApplyEmailPatch(MethodEnv& env, const Value& patch, std::vector<std::strin
         if (!on.is_bool() || !on.as_bool() || !keyword_ok(name)) {
           return SetError("invalidProperties", "bad keyword");
         }
-        kw.insert(Lower(name));
+        kw.insert(AsciiLowerCopy(name));
       }
       *keywords_changed = true;
     } else if (k.rfind("mailboxIds/", 0) == 0) {
@@ -1327,8 +1323,8 @@ Value ApplyEmailPatch(MethodEnv& env, const Value& patch, std::vector<std::strin
     } else if (k.rfind("keywords/", 0) == 0) {
       std::string name = k.substr(9);
       if (!keyword_ok(name)) return SetError("invalidProperties", "bad keyword");
-      if (v.is_bool() && v.as_bool()) kw.insert(Lower(name));
-      else if (v.is_null()) kw.erase(Lower(name));
+      if (v.is_bool() && v.as_bool()) kw.insert(AsciiLowerCopy(name));
+      else if (v.is_null()) kw.erase(AsciiLowerCopy(name));
       else return SetError("invalidProperties", "patch value must be true or null");
       *keywords_changed = true;
     } else {
@@ -1908,7 +1904,7 @@ Result<SubmissionResult> EmailSubmissionSet(MethodEnv& env, const Value& args) {
           from_ok = !from->as_array().empty();
           for (const auto& a : from->as_array()) {
             const Value* e = a.Find("email");
-            if (!e || !e->is_string() || Lower(e->as_string()) != account.email) from_ok = false;
+            if (!e || !e->is_string() || AsciiLowerCopy(e->as_string()) != account.email) from_ok = false;
           }
         }
         if (!from_ok) {
@@ -1925,7 +1921,7 @@ Result<SubmissionResult> EmailSubmissionSet(MethodEnv& env, const Value& args) {
           }
           for (const auto& a : rcpt->as_array()) {
             const Value* e = a.Find("email");
-            if (e && e->is_string()) rcpts.push_back(Lower(e->as_string()));
+            if (e && e->is_string()) rcpts.push_back(AsciiLowerCopy(e->as_string()));
           }
         } else {
           for (const char* k : {"to", "cc", "bcc"}) {
@@ -1933,7 +1929,7 @@ Result<SubmissionResult> EmailSubmissionSet(MethodEnv& env, const Value& args) {
             if (!list || !list->is_array()) continue;
             for (const auto& a : list->as_array()) {
               const Value* e = a.Find("email");
-              if (e && e->is_string()) rcpts.push_back(Lower(e->as_string()));
+              if (e && e->is_string()) rcpts.push_back(AsciiLowerCopy(e->as_string()));
             }
           }
         }

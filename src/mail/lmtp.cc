@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/ascii.h"
 #include "core/log.h"
 
 namespace kw::mail {
@@ -26,20 +27,9 @@ constexpr size_t kMaxCommandLine = 512;   // RFC 5321 §4.5.3.1.4, CRLF included
 constexpr size_t kMaxTextLine = 1000;     // §4.5.3.1.6
 constexpr size_t kMaxPath = 256;          // §4.5.3.1.3
 
-std::string Upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
-  return out;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  return out;
-}
 
 bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && Upper(s.substr(0, prefix.size())) == prefix;
+  return s.size() >= prefix.size() && AsciiUpperCopy(s.substr(0, prefix.size())) == prefix;
 }
 
 
@@ -313,7 +303,7 @@ void LmtpServer::Serve(int fd, std::string peer) {
     }
     std::string_view cmd(line);
     size_t sp = cmd.find(' ');
-    std::string verb = Upper(cmd.substr(0, sp));
+    std::string verb = AsciiUpperCopy(cmd.substr(0, sp));
     std::string_view arg = sp == std::string_view::npos ? std::string_view() : cmd.substr(sp + 1);
 
     if (verb == "LHLO") {
@@ -351,7 +341,7 @@ void LmtpServer::Serve(int fd, std::string peer) {
       std::string_view ps(params);
       while (!ps.empty()) {
         size_t end = ps.find(' ');
-        std::string p = Upper(ps.substr(0, end));
+        std::string p = AsciiUpperCopy(ps.substr(0, end));
         if (p.rfind("SIZE=", 0) == 0) {
           const char* digits = p.c_str() + 5;
           char* stop = nullptr;
@@ -391,7 +381,7 @@ void LmtpServer::Serve(int fd, std::string peer) {
       }
       std::string account_id;
       Status s = store_->Read([&](Txn& t) -> Status {
-        KW_ASSIGN_OR_RETURN(Account a, t.FindAccountByEmail(Lower(*path)));
+        KW_ASSIGN_OR_RETURN(Account a, t.FindAccountByEmail(AsciiLowerCopy(*path)));
         account_id = a.id;
         return Status::Ok();
       });

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/ascii.h"
 #include "core/base64url.h"
 #include "crypto/crypto.h"
 
@@ -116,12 +117,6 @@ constexpr DefaultMailbox kDefaults[] = {{"inbox", "Inbox", 1},  {"drafts", "Draf
                                         {"sent", "Sent", 3},    {"archive", "Archive", 4},
                                         {"junk", "Junk", 5},    {"trash", "Trash", 6}};
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Splits "a\x01b" group_concat output.
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
@@ -152,9 +147,9 @@ std::string AddressKey(const Value& v) {
   if (!v.is_array() || v.as_array().empty()) return "";
   const Value& a = v.as_array().front();
   if (const Value* n = a.Find("name"); n && n->is_string() && !n->as_string().empty()) {
-    return Lower(n->as_string());
+    return AsciiLowerCopy(n->as_string());
   }
-  if (const Value* e = a.Find("email"); e && e->is_string()) return Lower(e->as_string());
+  if (const Value* e = a.Find("email"); e && e->is_string()) return AsciiLowerCopy(e->as_string());
   return "";
 }
 
@@ -194,7 +189,7 @@ std::string NewCounterId(char prefix, int64_t n) { return fmt::format("{}{}", pr
 }  // namespace
 
 std::string SubjectKey(std::string_view subject) {
-  std::string s = Lower(subject);
+  std::string s = AsciiLowerCopy(subject);
   while (true) {
     size_t b = 0;
     while (b < s.size() && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
@@ -279,7 +274,7 @@ Result<Account> Txn::FindAccountByOwner(std::string_view tenant_id, std::string_
 
 Result<Account> Txn::FindAccountByEmail(std::string_view email) {
   KW_ASSIGN_OR_RETURN(auto* s, Stmt(fmt::format("SELECT {} FROM accounts WHERE email = ?", kAccountCols)));
-  s->Bind(1, Lower(email));
+  s->Bind(1, AsciiLowerCopy(email));
   KW_ASSIGN_OR_RETURN(bool row, s->Step());
   if (!row) return NotFoundError(fmt::format("no account with address '{}'", email));
   return AccountFrom(s);
@@ -739,7 +734,7 @@ Status BuildCondition(const Value& f, int, FilterSql* out) {
       KW_ASSIGN_OR_RETURN(auto kw, str(v, k));
       parts.push_back(std::string(k == "notKeyword" ? "NOT " : "") +
                       "EXISTS (SELECT 1 FROM email_keywords k WHERE k.email_id = e.id AND k.keyword = ?)");
-      out->params.emplace_back(Lower(kw));
+      out->params.emplace_back(AsciiLowerCopy(kw));
     } else if (k == "allInThreadHaveKeyword" || k == "someInThreadHaveKeyword" ||
                k == "noneInThreadHaveKeyword") {
       KW_ASSIGN_OR_RETURN(auto kw, str(v, k));
@@ -751,7 +746,7 @@ Status BuildCondition(const Value& f, int, FilterSql* out) {
       } else {
         parts.push_back("NOT EXISTS (SELECT 1 FROM emails t WHERE t.thread_id = e.thread_id AND " + has + ")");
       }
-      out->params.emplace_back(Lower(kw));
+      out->params.emplace_back(AsciiLowerCopy(kw));
     } else if (k == "hasAttachment") {
       if (!v.is_bool()) return InvalidArgumentError("invalidArguments: 'hasAttachment' must be a boolean");
       parts.push_back(v.as_bool() ? "e.has_attachment = 1" : "e.has_attachment = 0");
@@ -985,7 +980,7 @@ Result<ImportResult> Txn::Import(std::string_view account_id, const ImportReques
   KW_ASSIGN_OR_RETURN(auto* kw, Stmt("INSERT OR IGNORE INTO email_keywords (email_id, keyword) VALUES (?, ?)"));
   for (const auto& k : req.keywords) {
     KW_RETURN_IF_ERROR(kw->Reset());
-    kw->Bind(1, id).Bind(2, Lower(k));
+    kw->Bind(1, id).Bind(2, AsciiLowerCopy(k));
     KW_RETURN_IF_ERROR(kw->Run());
   }
   // Blobs: the whole message and every leaf part, content-addressed and owned by the account.
@@ -1039,7 +1034,7 @@ Status Txn::UpdateEmail(std::string_view account_id, std::string_view id,
     KW_ASSIGN_OR_RETURN(auto* kw, Stmt("INSERT OR IGNORE INTO email_keywords (email_id, keyword) VALUES (?, ?)"));
     for (const auto& k : *keywords) {
       KW_RETURN_IF_ERROR(kw->Reset());
-      kw->Bind(1, id).Bind(2, Lower(k));
+      kw->Bind(1, id).Bind(2, AsciiLowerCopy(k));
       KW_RETURN_IF_ERROR(kw->Run());
     }
   }
@@ -1328,7 +1323,7 @@ Result<Account> Store::EnsureAccount(std::string_view tenant_id, std::string_vie
     out.tenant_id = std::string(tenant_id);
     out.owner_user_id = std::string(owner_user_id);
     out.name = std::string(name);
-    out.email = Lower(email);
+    out.email = AsciiLowerCopy(email);
     KW_ASSIGN_OR_RETURN(auto* ins, t.Stmt("INSERT INTO accounts (id, tenant_id, owner_user_id, name, email) "
                                           "VALUES (?, ?, ?, ?, ?)"));
     ins->Bind(1, out.id).Bind(2, out.tenant_id).Bind(3, out.owner_user_id).Bind(4, out.name)

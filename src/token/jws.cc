@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/ascii.h"
 #include "core/base64url.h"
 
 namespace kw::token {
@@ -41,17 +42,6 @@ ThreadState& State() {
 bool DecodePadded(std::string_view b64, std::string* buf) {
   buf->reserve(b64.size() + simdjson::SIMDJSON_PADDING);
   return Base64UrlDecodeInto(b64, buf);
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 // The header members ParseCompactJws looks at (and below, the claims ParseClaims reads), each
@@ -199,7 +189,7 @@ Reason ParseCompactJws(std::string_view token, const JwsLimits& limits, ParsedJw
   if (h.cty) {
     auto cty = h.cty->get_string();
     if (cty.error()) return Fail(Reason::kMalformed, detail, "header \"cty\" is not a string");
-    if (EqualsIgnoreCase(cty.value_unsafe(), "JWT")) {
+    if (AsciiEqualsIgnoreCase(cty.value_unsafe(), "JWT")) {
       return Fail(Reason::kNestedToken, detail, "header \"cty\" is JWT: nested tokens are refused");
     }
   }

@@ -33,6 +33,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/ascii.h"
+
 namespace kw::detect::internal {
 namespace {
 
@@ -504,12 +506,6 @@ class JsonStreamFramer : public Framer {
   ValueScanner scanner_;
 };
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 class CsvFramer : public Framer {
  public:
@@ -691,7 +687,7 @@ class CsvFramer : public Framer {
     std::string reason = Split(row, SIZE_MAX, &columns);
     if (!reason.empty()) return "CSV header: " + reason;
     for (size_t i = 0; i < header_.size(); ++i) {
-      if (EqualsIgnoreCase(header_[i], "AuditData")) {
+      if (AsciiEqualsIgnoreCase(header_[i], "AuditData")) {
         audit_col_ = i;
         return {};
       }

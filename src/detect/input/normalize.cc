@@ -67,6 +67,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "core/ascii.h"
 #include "core/json.h"
 
 namespace kw::detect::internal {
@@ -348,11 +349,6 @@ bool IsRiskCategory(std::string_view c) {
          c == "ServicePrincipalRiskEvents";
 }
 
-std::string Lower(std::string_view s) {
-  std::string r(s);
-  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return r;
-}
 
 struct AzureAlias {
   std::string_view from;
@@ -726,7 +722,7 @@ std::string Normalizer::Azure(element e, RecordSink* out) {
       if (o["category"].get(v) == simdjson::SUCCESS) aw.Alias("CategoryValue", v);
       if (o["resultType"].get(v) == simdjson::SUCCESS) aw.Alias("ActivityStatusValue", v);
       std::string_view rid = StringMember(o, "resourceId").value_or("");
-      size_t at = Lower(rid).rfind("/providers/");
+      size_t at = AsciiLowerCopy(rid).rfind("/providers/");
       if (at != std::string_view::npos) {
         std::string_view provider = rid.substr(at + 11);
         aw.AliasString("ResourceProviderValue", provider.substr(0, provider.find('/')));

@@ -12,6 +12,7 @@
 #include <set>
 #include <system_error>
 
+#include "core/ascii.h"
 #include "detect/input/byte_source.h"
 #include "detect/input/framer.h"
 #include "detect/input/normalize.h"
@@ -49,11 +50,6 @@ constexpr FormatName kFormatNames[] = {
     {LogFormat::kKeywardAudit, "keyward"},
 };
 
-std::string Lower(std::string_view s) {
-  std::string r(s);
-  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return r;
-}
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -69,7 +65,7 @@ std::string_view LogFormatName(LogFormat format) {
 }
 
 Result<LogFormat> ParseLogFormat(std::string_view name) {
-  std::string lower = Lower(name);
+  std::string lower = AsciiLowerCopy(name);
   for (const FormatName& f : kFormatNames) {
     if (f.name == lower) return f.format;
   }
@@ -288,7 +284,7 @@ Status RecordReader::Impl::Init() {
     w_.begin += 3;
     v.remove_prefix(3);
   }
-  std::string lower_name = Lower(*file_);
+  std::string lower_name = AsciiLowerCopy(*file_);
   if (EndsWith(lower_name, ".gz")) lower_name.resize(lower_name.size() - 3);
   size_t first = 0;
   while (first < v.size() && std::isspace(static_cast<unsigned char>(v[first]))) ++first;
