@@ -303,9 +303,10 @@ struct GroupState {
   std::vector<std::pair<std::string, std::string>> group_by;
   int64_t newest = INT64_MIN;
   // The measure of the window that ends at the newest entry, kept up to date while events
-  // arrive in time order (value_count, value_sum, value_avg), so that each event costs O(1)
-  // instead of a scan of the window: entries [inc_begin, size) with their distinct values and
-  // how many entries hold each, or their sum.
+  // arrive in time order (event_count, value_count, value_sum, value_avg), so that each event
+  // costs O(1) instead of a scan of the window: entries [inc_begin, size) with their distinct
+  // values and how many entries hold each, or their sum. value_percentile counts its open
+  // window's values in inc_values too.
   bool inc_valid = false;
   size_t inc_begin = 0;
   StringMap<uint32_t> inc_values;
@@ -351,9 +352,7 @@ struct Engine::Impl {
   std::vector<int8_t> entry_memo;
   std::vector<CorrState> corr;
   std::vector<bool> at_close;  // per correlation: decided when its window closes
-  std::string time_text;
   int64_t last_time = 0;
-  std::string event_json_copy;
   CorrInput feed_in;
   std::vector<std::pair<std::string, std::string>> feed_gb;
   std::shared_ptr<const std::string> event_evidence;  // this event's text, once a window needs it
@@ -597,8 +596,8 @@ struct Engine::Impl {
         we.number = *n;
         we.has_number = true;
       }
-      // Only value_count needs the text (the sums and the median use the number). Copied, so
-      // the input keeps its buffer for the next event.
+      // Only value_count and value_percentile need the text (the sums and the median use the
+      // number). Copied, so the input keeps its buffer for the next event.
       if (c.type == CorrelationType::kValueCount || c.type == CorrelationType::kValuePercentile) {
         we.value = in.value;
       }
@@ -616,7 +615,7 @@ struct Engine::Impl {
     if (c.type == CorrelationType::kValuePercentile) {
       // The evidence of a percentile alert is the events of its rare values: keep the text of
       // the first few events of each value (the window's value counts live in inc_values).
-      if (inserted->has_value && ++g.inc_values[inserted->value] > kPercentileEvidencePerValue) {
+      if (inserted->has_value && CountValue(g, inserted->value) > kPercentileEvidencePerValue) {
         inserted->evidence.reset();
       }
     } else if (g.entries.size() > kMaxEvidenceEvents) {
@@ -741,12 +740,14 @@ struct Engine::Impl {
     return t == CorrelationType::kEventCount || t == CorrelationType::kValueCount ||
            t == CorrelationType::kValueSum || t == CorrelationType::kValueAvg;
   }
+  // Counts one more entry holding `value` in g.inc_values; returns its count.
+  static uint32_t CountValue(GroupState& g, const std::string& value) {
+    auto it = g.inc_values.find(std::string_view(value));
+    if (it == g.inc_values.end()) it = g.inc_values.emplace(value, 0).first;
+    return ++it->second;
+  }
   static void IncAdd(const CorrelationRule& c, GroupState& g, const WindowEntry& e) {
-    if (e.has_value && c.type == CorrelationType::kValueCount) {
-      auto it = g.inc_values.find(std::string_view(e.value));
-      if (it == g.inc_values.end()) it = g.inc_values.emplace(e.value, 0).first;
-      ++it->second;
-    }
+    if (e.has_value && c.type == CorrelationType::kValueCount) CountValue(g, e.value);
     if (e.has_number) {
       g.inc_sum += e.number;
       ++g.inc_numbers;

@@ -753,10 +753,10 @@ Status StormSigmaSources(const AnalyticsOptions& o,
 }
 
 Status StormAnalytics::Impl::LoadRules(LoadReport* report) {
+  if (!o.run_sigma) return Status::Ok();  // the caller loads and runs them (StormSigmaSources)
   LoadOptions lo;
   std::vector<std::pair<std::string, std::string>> texts;
   KW_RETURN_IF_ERROR(StormSigmaSources(o, &texts, &lo.placeholders));
-  if (!o.run_sigma) return Status::Ok();  // the caller runs them
   LoadReport local;
   LoadReport* r = report ? report : &local;
   KW_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::LoadFromStrings(texts, lo, r));

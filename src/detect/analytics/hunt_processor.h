@@ -6,6 +6,7 @@
 // this processor runs the stateful detectors on the hunt Engine's parse of the record.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -35,7 +36,6 @@ class HuntProcessor final : public RecordProcessor {
 
   // The result of saving the baselines at Flush (Ok when not asked to).
   const Status& commit_status() const { return commit_; }
-  StormAnalytics& analytics() { return *a_; }
 
  private:
   std::unique_ptr<StormAnalytics> a_;
